@@ -1,0 +1,1 @@
+"""Slurm accounting: parsing sacct output and importing jobs and steps into the store."""

@@ -1,0 +1,1 @@
+"""One module per ``turingwatch`` subcommand (see ``watcher.cli.COMMANDS``)."""

@@ -1,0 +1,1 @@
+"""Sampling a job's processes on one node: /proc, cgroups, Slurm step discovery and NVML."""

@@ -1,0 +1,74 @@
+"""What one sample round reads, before it is spooled.
+
+These mirror the store's ``process_samples``, ``step_samples`` and ``gpu_samples`` columns
+(watcher/store/migrations/0001_samples.sql); the spool writes them as JSON arrays in
+field order, so the order of fields here is part of the spool format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(slots=True)
+class ProcessSample:
+    step: str
+    pid: int
+    ppid: int
+    start_ticks: int
+    comm: str
+    cpu_user_s: float       # own + reaped children
+    cpu_system_s: float
+    rss_bytes: int
+    read_bytes: int | None  # None when /proc/<pid>/io is not readable
+    write_bytes: int | None
+    rchar: int | None
+    wchar: int | None
+    minor_faults: int       # own + reaped children
+    major_faults: int
+    nthreads: int
+
+
+@dataclass(slots=True)
+class StepSample:
+    step: str
+    nprocs: int
+    nthreads: int
+    cpu_user_s: float
+    cpu_system_s: float
+    rss_bytes: int
+    largest_rss_bytes: int
+    largest_pid: int | None
+    largest_comm: str | None
+    read_bytes: int
+    write_bytes: int
+    rchar: int
+    wchar: int
+    minor_faults: int
+    major_faults: int
+    cpus_available: int | None
+    cpus_source: str | None
+
+
+@dataclass(slots=True)
+class GpuReading:
+    """One GPU the job may use, read once. Every metric is None when NVML would not say."""
+
+    gpu_index: int
+    gpu_uuid: str
+    gpu_name: str | None
+    util_pct: float | None
+    mem_util_pct: float | None
+    mem_used_bytes: int | None
+    mem_total_bytes: int | None
+    power_w: float | None          # NVML gives milliwatts; converted
+    energy_j: float | None         # NVML total energy counter (millijoules); converted
+    temperature_c: float | None
+    sm_clock_mhz: float | None
+    throttle_reasons: int | None   # NVML clocks-event reasons bit mask
+    job_pids: list[int]            # job processes running on this GPU
+    other_pids: int                # processes on it that are not the job's
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
