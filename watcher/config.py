@@ -107,7 +107,29 @@ class SiteSettings:
     name: str = setting("HPC cluster", "the site name shown in letters and reports")
     web_url: str = setting("", "base URL of the reporting web site; empty: no links")
     contact: str = setting("", "support contact shown in letters")
-    feedback_url: str = setting("", "feedback link shown in letters")
+    feedback_url: str = setting(
+        "", "feedback link shown in letters; letter_ref=<period>:<user> is added to it"
+    )
+    news: str = setting(
+        "", "news from the admins, shown in every letter; blank lines separate paragraphs"
+    )
+    job_url: str = setting(
+        "",
+        "link behind a job id in letters, with {job_id}, {cluster}, {user} and {web_url}, "
+        "e.g. '{web_url}/jobs/{job_id}'; empty: job ids are not links",
+    )
+    letter_url: str = setting(
+        "",
+        "where a letter can be read on the web site, with {period}, {user} and {web_url}; "
+        "empty: no 'read it on the web' link",
+    )
+    templates_dir: str = setting(
+        "", "directory of letter templates that override the shipped ones (same names)"
+    )
+    letter_max_rows: int = setting(
+        15, "rows shown per table in a letter; the rest are counted", min=1, max=1000
+    )
+    letter_charts: bool = setting(True, "draw charts of the worst jobs in letters")
 
 
 @dataclass(frozen=True)
@@ -126,9 +148,36 @@ class MailSettings:
     address_map_file: str = setting("", "file of 'user address' lines")
     use_gecos: bool = setting(False, "take the address from the GECOS field when it holds one")
     rate_per_minute: float = setting(60.0, "letters sent per minute at most", min=0.1, max=100000)
-    skip_users: list[str] = setting(["root"], "users never written to")
+    skip_users: list[str] = setting(
+        ["root", "nobody"], "users never written to; shell patterns such as 'svc-*' allowed"
+    )
+    skip_system_accounts: bool = setting(
+        True, "never write to accounts whose UID is below min_uid (service accounts)"
+    )
+    min_uid: int = setting(1000, "lowest UID of a person's account", min=0, max=2**31)
+    opt_out_file: str = setting(
+        "", "file of users who asked for no letters, one a line ('#' starts a comment)"
+    )
+    subject: str = setting(
+        "{site}: your usage summary for {period}",
+        "letter subject, with {site}, {period}, {user} and {problems} (number of problems)",
+    )
+    all_good: str = setting(
+        "letter",
+        "what users with no problem found get: a short 'all good' letter, or none",
+        choices=("letter", "none"),
+    )
+    timeout_s: float = setting(30.0, "SMTP connection and command timeout", min=1, max=600)
+    retry_attempts: int = setting(
+        3, "tries per letter within one run on temporary SMTP errors", min=1, max=20
+    )
+    retry_backoff_s: float = setting(
+        2.0, "wait before the first retry; doubled before each next one", min=0, max=600
+    )
     outbox: str = setting("outbox", "where --dry-run writes .eml files")
-    ledger: str = setting("", "sent-ledger file; empty: kept in the store")
+    ledger: str = setting(
+        "", "sent-ledger (SQLite) file; empty: mail-ledger.sqlite3 next to the store"
+    )
 
 
 @dataclass(frozen=True)
