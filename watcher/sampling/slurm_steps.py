@@ -1,0 +1,402 @@
+"""Which processes on this node belong to a Slurm job, by step, and the CPUs each step has.
+
+Sites run Slurm in different ways, so several strategies are tried, most reliable first
+(docs/process-discovery.md explains each):
+
+1. ``cgroup-v2`` / ``cgroup-v1``: the job's step cgroups (proctrack/cgroup, task/cgroup).
+2. ``stepd-tree``: the ``slurmstepd: [<job>.<step>]`` processes and their descendants
+   (proctrack/linuxproc, no cgroups); plus ``environ``: processes that left the tree
+   (daemonised, re-parented to init) but still carry ``SLURM_JOB_ID=<job>`` in their
+   environment.
+3. ``scontrol``: ``scontrol listpids <job>``, asking the step daemons themselves.
+
+Step names are Slurm's own spelling, as strings: ``batch``, ``extern``, ``interactive``,
+``0``, ``1``, ... A heterogeneous job's step component is ``<step>+<component>`` (``0+1``),
+exactly as slurmstepd's title and the v2 cgroup ``step_0+1`` spell it. slurmstepd itself is
+never one of the job's processes; its children are.
+
+Keep one :class:`JobProcessFinder` for the life of a sampling loop: it remembers what does
+not change between rounds (the job's cgroup directories, step cpusets, each process's
+slurmstepd title and environment verdict). :func:`find_job_processes` is the one-shot form.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from watcher.sampling.cgroups import (
+    CGROUP_ROOT,
+    PROC_ROOT,
+    STEPD_COMM,
+    CgroupJobLayout,
+    read_proc_cgroup,
+    slurm_step_from_cgroup,
+)
+
+log = logging.getLogger(__name__)
+
+# The title slurmstepd gives itself, alone in its cmdline (the rest is NUL padding).
+_STEPD_TITLE = re.compile(r"slurmstepd: \[(\d+)\.([0-9A-Za-z+]+)\]")
+
+# Slurm's reserved step ids (slurm.h), as they show up in SLURM_STEP_ID. Batch was
+# 0xfffffffe before Slurm 20.11 and is 0xfffffffb since.
+_RESERVED_STEP_IDS = {
+    0xFFFFFFFA: "interactive",
+    0xFFFFFFFB: "batch",
+    0xFFFFFFFC: "extern",
+    0xFFFFFFFD: "TBD",
+    0xFFFFFFFE: "batch",
+}
+
+METHODS = ("cgroup-v2", "cgroup-v1", "stepd-tree", "environ", "scontrol")
+
+
+@dataclass(slots=True)
+class StepMap:
+    """One round's answer: the job's processes on this node by step, and how they were found."""
+
+    job_id: int | None
+    pids: dict[str, list[int]] = field(default_factory=dict)   # step -> sorted pids
+    methods: dict[str, list[str]] = field(default_factory=dict)  # step -> METHODS that found it
+    cpus: dict[str, int] = field(default_factory=dict)         # step -> CPUs in its cpuset
+
+    @property
+    def method(self) -> str | None:
+        """The main strategy that found the job (the first of METHODS in use); None if nothing."""
+        used = {m for ms in self.methods.values() for m in ms}
+        return next((m for m in METHODS if m in used), None)
+
+    def all_pids(self) -> list[int]:
+        return sorted(pid for pids in self.pids.values() for pid in pids)
+
+    def step_of(self) -> dict[int, str]:
+        """pid -> step, for attributing per-process readings (GPU processes, for instance)."""
+        return {pid: step for step, pids in self.pids.items() for pid in pids}
+
+    def add(self, step: str, pids: Iterable[int], method: str) -> None:
+        new = set(pids) - set(self.pids.get(step, ()))
+        if not new:
+            return
+        self.pids[step] = sorted(new.union(self.pids.get(step, ())))
+        found_by = self.methods.setdefault(step, [])
+        if method not in found_by:
+            found_by.append(method)
+
+
+@dataclass(slots=True)
+class _Proc:
+    ppid: int
+    comm: str
+    start: int  # start time in clock ticks after boot: with the pid, names one process
+
+
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _parse_stat(data: bytes) -> _Proc | None:
+    # "pid (comm) state ppid ..."; comm may itself hold spaces and parentheses.
+    head, paren, rest = data.rpartition(b")")
+    if not paren:
+        return None
+    fields = rest.split()
+    try:
+        return _Proc(ppid=int(fields[1]), comm=head.partition(b"(")[2].decode(errors="replace"),
+                     start=int(fields[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+def read_process_table(proc_root: str = PROC_ROOT) -> dict[int, _Proc]:
+    """pid -> (ppid, comm, start) for every process; processes that vanish are skipped."""
+    table: dict[int, _Proc] = {}
+    try:
+        names = os.listdir(proc_root)
+    except OSError:
+        return table
+    for name in names:
+        if not name.isdigit():
+            continue
+        data = _read_bytes(f"{proc_root}/{name}/stat")
+        proc = _parse_stat(data) if data else None
+        if proc is not None:
+            table[int(name)] = proc
+    return table
+
+
+def _descendants(root: int, children: dict[int, list[int]]) -> set[int]:
+    found: set[int] = set()
+    stack = list(children.get(root, ()))
+    while stack:
+        pid = stack.pop()
+        if pid not in found:  # a pid read twice mid-fork cannot loop us
+            found.add(pid)
+            stack.extend(children.get(pid, ()))
+    return found
+
+
+def parse_stepd_title(cmdline: bytes) -> tuple[int, str] | None:
+    """``(job, step)`` from a slurmstepd's ``/proc/<pid>/cmdline``; None for anything else."""
+    title = cmdline.split(b"\0", 1)[0].decode(errors="replace").rstrip()
+    m = _STEPD_TITLE.fullmatch(title)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+def step_name(step_id: str) -> str:
+    """A step as Slurm's environment spells it (``SLURM_STEP_ID``) -> our step name."""
+    if step_id.isdigit() and int(step_id) in _RESERVED_STEP_IDS:
+        return _RESERVED_STEP_IDS[int(step_id)]
+    return step_id
+
+
+def parse_environ(data: bytes) -> dict[str, str]:
+    """The ``SLURM_*`` variables of a ``/proc/<pid>/environ``."""
+    env: dict[str, str] = {}
+    for item in data.split(b"\0"):
+        if item.startswith(b"SLURM_"):
+            key, _, value = item.decode(errors="replace").partition("=")
+            env[key] = value
+    return env
+
+
+def job_step_from_env(env: Mapping[str, str]) -> tuple[int, str] | None:
+    """``(job, step)`` from Slurm's variables; a process with a job but no step is ``batch``."""
+    job = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+    if not job or not job.isdigit():
+        return None
+    step = env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID")
+    return int(job), step_name(step) if step else "batch"
+
+
+def calling_job_id(env: Mapping[str, str] | None = None, proc_root: str = PROC_ROOT) -> int | None:
+    """The job this process runs in: ``SLURM_JOB_ID``, else our own cgroup path."""
+    env = os.environ if env is None else env
+    found = job_step_from_env(env)
+    if found:
+        return found[0]
+    paths = read_proc_cgroup("self", proc_root)
+    found = slurm_step_from_cgroup(paths) if paths else None
+    return found[0] if found else None
+
+
+def parse_listpids(text: str, job_id: int) -> dict[str, list[int]]:
+    """Step -> pids from ``scontrol listpids`` output, keeping the rows of ``job_id``.
+
+    The table is ``PID JOBID STEPID LOCALID GLOBALID`` with a header line; STEPID uses Slurm's
+    names (``batch``, ``extern``, ``0``) and LOCALID/GLOBALID are ``-`` for processes that are
+    not a task.
+    """
+    steps: dict[str, set[int]] = {}
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) < 3 or not cols[0].isdigit():
+            continue  # header, blank or message lines
+        job = cols[1].partition("+")[0]
+        if job.isdigit() and int(job) == job_id:
+            steps.setdefault(cols[2], set()).add(int(cols[0]))
+    return {step: sorted(pids) for step, pids in steps.items()}
+
+
+class JobProcessFinder:
+    """Finds one job's processes each sample round, remembering what does not change."""
+
+    def __init__(
+        self,
+        job_id: int | None,
+        proc_root: str = PROC_ROOT,
+        cgroup_root: str = CGROUP_ROOT,
+        scontrol: str = "scontrol",
+        uid: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ):
+        self.job_id = job_id if job_id is not None else calling_job_id(env, proc_root)
+        self.proc_root = proc_root
+        self.scontrol = scontrol
+        # Whose processes may carry the job in their environment; learnt from the job's tasks.
+        self.uid = uid
+        self.layout = (CgroupJobLayout(self.job_id, cgroup_root, proc_root)
+                       if self.job_id is not None else None)
+        # (pid, start) -> what we learnt reading it once: a stepd title, an environ verdict.
+        self._titles: dict[tuple[int, int], tuple[int, str] | None] = {}
+        self._environ_steps: dict[tuple[int, int], str | None] = {}
+        self._scontrol_works = True
+
+    def find(self) -> StepMap:
+        """The job's processes on this node right now (empty when it has none here)."""
+        steps = StepMap(self.job_id)
+        if self.job_id is None:
+            return steps
+        layout = self.layout
+        in_cgroups = layout is not None and layout.refresh()
+        if in_cgroups:
+            for step, pids in layout.pids_by_step().items():
+                steps.add(step, pids, layout.method)
+        if not steps.pids:
+            self._find_in_process_table(steps)
+        if not steps.pids:
+            self._ask_scontrol(steps)
+        if in_cgroups:
+            # task/cgroup may give steps a cpuset even where processes were found another way.
+            for step in steps.pids:
+                cpus = layout.cpus_available(step)
+                if cpus is not None:
+                    steps.cpus[step] = cpus
+        return steps
+
+    # -- stepd-tree and environ -------------------------------------------------------------
+    def _find_in_process_table(self, steps: StepMap) -> None:
+        table = read_process_table(self.proc_root)
+        titles = {pid: self._stepd_title(pid, proc) for pid, proc in table.items()
+                  if proc.comm == STEPD_COMM}
+        children: dict[int, list[int]] = {}
+        for pid, proc in table.items():
+            children.setdefault(proc.ppid, []).append(pid)
+
+        attributed: set[int] = set(titles)  # slurmstepd is never one of the job's processes
+        for pid, title in titles.items():
+            parent_title = titles.get(table[pid].ppid)
+            # Start at the top stepd of each step; its forked helpers carry the same title.
+            if title is None or title[0] != self.job_id or parent_title == title:
+                continue
+            tree = _descendants(pid, children)
+            attributed |= tree
+            steps.add(title[1], (p for p in tree if p not in titles), "stepd-tree")
+        self._learn_uid(steps.all_pids())
+        self._find_by_environ(steps, table, attributed)
+        self._forget_gone(table)
+
+    def _stepd_title(self, pid: int, proc: _Proc) -> tuple[int, str] | None:
+        key = (pid, proc.start)
+        if key not in self._titles:
+            data = _read_bytes(f"{self.proc_root}/{pid}/cmdline")
+            self._titles[key] = parse_stepd_title(data) if data else None
+        return self._titles[key]
+
+    def _learn_uid(self, pids: list[int]) -> None:
+        if self.uid is not None:
+            return
+        for pid in pids:
+            uid = self._owner(pid)
+            if uid is not None:
+                self.uid = uid
+                return
+        if os.getuid() != 0:
+            # An unprivileged watcher can only read its own user's environments anyway.
+            self.uid = os.getuid()
+
+    def _owner(self, pid: int) -> int | None:
+        """The process's real uid (``Uid:`` in its status); None when it is gone."""
+        data = _read_bytes(f"{self.proc_root}/{pid}/status") or b""
+        for line in data.splitlines():
+            if line.startswith(b"Uid:"):
+                return int(line.split()[1])
+        return None
+
+    def _find_by_environ(self, steps: StepMap, table: dict[int, _Proc], attributed: set[int]):
+        """Processes of the job's user that left the stepd tree but kept SLURM_JOB_ID."""
+        if self.uid is None:
+            return
+        for pid, proc in table.items():
+            if pid in attributed:
+                continue
+            key = (pid, proc.start)
+            if key not in self._environ_steps:
+                self._environ_steps[key] = self._environ_step(pid)
+            step = self._environ_steps[key]
+            if step is not None:
+                steps.add(step, [pid], "environ")
+
+    def _environ_step(self, pid: int) -> str | None:
+        if self._owner(pid) != self.uid:
+            return None
+        data = _read_bytes(f"{self.proc_root}/{pid}/environ")
+        found = job_step_from_env(parse_environ(data)) if data else None
+        return found[1] if found and found[0] == self.job_id else None
+
+    def _forget_gone(self, table: dict[int, _Proc]) -> None:
+        for cache in (self._titles, self._environ_steps):
+            for key in [k for k in cache if k[0] not in table or table[k[0]].start != k[1]]:
+                del cache[key]
+
+    # -- scontrol listpids -------------------------------------------------------------------
+    def _ask_scontrol(self, steps: StepMap) -> None:
+        if not self._scontrol_works:
+            return
+        try:
+            done = subprocess.run([self.scontrol, "listpids", str(self.job_id)],
+                                  capture_output=True, text=True, timeout=10, check=False)
+        except FileNotFoundError:
+            log.info("%s not found: no scontrol listpids fallback", self.scontrol)
+            self._scontrol_works = False
+            return
+        except subprocess.TimeoutExpired:
+            log.warning("scontrol listpids %s timed out", self.job_id)
+            return
+        if done.returncode != 0:
+            log.debug("scontrol listpids %s: %s", self.job_id, done.stderr.strip())
+        for step, pids in parse_listpids(done.stdout, self.job_id).items():
+            pids = [p for p in pids if not self._is_stepd(p)]
+            steps.add(step, pids, "scontrol")
+
+    def _is_stepd(self, pid: int) -> bool:
+        comm = _read_bytes(f"{self.proc_root}/{pid}/comm")
+        return comm is not None and comm.strip() == STEPD_COMM.encode()
+
+
+def find_job_processes(
+    job_id: int | None,
+    proc_root: str = PROC_ROOT,
+    cgroup_root: str = CGROUP_ROOT,
+    scontrol: str = "scontrol",
+    env: Mapping[str, str] | None = None,
+) -> StepMap:
+    """The job's processes on this node by step; ``job_id=None``: the calling process's job."""
+    return JobProcessFinder(job_id, proc_root, cgroup_root, scontrol, env=env).find()
+
+
+def _expand_cpus_per_node(text: str) -> list[int]:
+    """``"4(x2),2"`` -> ``[4, 4, 2]`` (SLURM_JOB_CPUS_PER_NODE's run-length form)."""
+    counts: list[int] = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
+        if not m:
+            raise ValueError(f"not a CPUs-per-node list: {text!r}")
+        counts += [int(m.group(1))] * int(m.group(2) or 1)
+    return counts
+
+
+def slurm_cpus_on_node(env: Mapping[str, str]) -> int | None:
+    """CPUs Slurm allocated to the job on this node, from the job's environment.
+
+    ``SLURM_CPUS_ON_NODE`` when set; else this node's entry (``SLURM_NODEID``) of
+    ``SLURM_JOB_CPUS_PER_NODE``, or its only value when every node has the same. None if
+    neither says.
+    """
+    value = env.get("SLURM_CPUS_ON_NODE", "").strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        counts = _expand_cpus_per_node(env.get("SLURM_JOB_CPUS_PER_NODE", ""))
+    except ValueError:
+        return None
+    node = env.get("SLURM_NODEID", "").strip()
+    if node.isdigit() and int(node) < len(counts):
+        return counts[int(node)]
+    return counts[0] if len(set(counts)) == 1 else None
+
+
+def affinity_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), which Slurm's task binding narrows."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
