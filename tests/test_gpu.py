@@ -169,8 +169,10 @@ def test_nothing_matching_is_an_error_status(nvml):
 
 def test_gpus_outside_the_jobs_cgroup_are_left_out(nvml):
     nvml.scenario([gpu(0, errors={"nvmlDeviceGetHandleByIndex": "NoPermission"}), gpu(1)])
-    sampler = nvml.sampler(None)
-    assert [d.index for d in sampler.devices] == [1]
+    assert [d.index for d in nvml.sampler(None).devices] == [1]
+    assert nvml.lines == []
+    assert [d.index for d in nvml.sampler(["0", "1"]).devices] == [1]
+    assert nvml.lines == ["GPU sampling: left out 0: Insufficient Permissions"]
 
 
 def test_mig_instances_by_uuid_and_legacy_name(nvml):
@@ -456,3 +458,19 @@ def test_fake_drives_a_subprocess(tmp_path):
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == ["ok", [1, 200.0, False, 0], [0, 200.0, True, 1]]
+
+
+def test_shipped_scenario_sees_the_job_on_one_gpu_and_an_idle_one(nvml, monkeypatch):
+    scenario = FAKE_DIR / "scenarios" / "two-gpus-one-idle.json"
+    monkeypatch.setenv("FAKE_NVML_SCENARIO", str(scenario))
+    sampler = nvml.sampler(None)
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        busy, idle = sampler.sample({job.pid})
+    finally:
+        job.kill()
+        job.wait()
+    assert busy.job_pids == [job.pid]  # "children": the processes this one started
+    assert (busy.power_w, busy.util_pct) == (180.5, 35.0)
+    assert (idle.job_pids, idle.other_pids, idle.util_pct) == ([], 0, 0.0)
+    assert throttle_reason_names(idle.throttle_reasons) == ["gpu_idle"]

@@ -104,11 +104,24 @@ class _Gpu:
         self.lost = False
 
     def blank_reading(self) -> GpuReading:
+        """What is known of this GPU without asking NVML: its identity and memory size."""
         d = self.device
         return GpuReading(
-            d.index, d.uuid, d.name, None, None, None, self.memory_total,
-            None, None, None, None, None, [], 0,
-        )  # fmt: skip
+            gpu_index=d.index,
+            gpu_uuid=d.uuid,
+            gpu_name=d.name,
+            util_pct=None,
+            mem_util_pct=None,
+            mem_used_bytes=None,
+            mem_total_bytes=self.memory_total,
+            power_w=None,
+            energy_j=None,
+            temperature_c=None,
+            sm_clock_mhz=None,
+            throttle_reasons=None,
+            job_pids=[],
+            other_pids=0,
+        )
 
 
 class GpuSampler:

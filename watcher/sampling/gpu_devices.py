@@ -69,7 +69,7 @@ def resolve_devices(nvml: Any, visible: list[str] | None) -> tuple[list[GpuDevic
     Returns the devices, in the order named and without repeats, and one message per token
     that names no GPU on this node. NVML errors while counting the GPUs propagate.
     """
-    node_gpus = _node_gpus(nvml)
+    node_gpus, refused = _node_gpus(nvml)
     if visible is None:
         found = [(index, handle, uuid) for index, (handle, uuid) in node_gpus.items()]
         problems: list[str] = []
@@ -81,9 +81,9 @@ def resolve_devices(nvml: Any, visible: list[str] | None) -> tuple[list[GpuDevic
             except nvml.NVMLError as exc:
                 hit, why = None, str(exc)
             else:
-                why = "no such GPU on this node"
+                why = refused.get(int(token)) if token.isdigit() else None
             if hit is None:
-                problems.append(f"{token}: {why}")
+                problems.append(f"{token}: {why or 'no such GPU on this node'}")
             else:
                 found.append(hit)
 
@@ -96,20 +96,20 @@ def resolve_devices(nvml: Any, visible: list[str] | None) -> tuple[list[GpuDevic
     return devices, problems
 
 
-def _node_gpus(nvml: Any) -> dict[int, tuple[Any, str]]:
-    """Every GPU NVML lets us open: index -> (handle, uuid).
+def _node_gpus(nvml: Any) -> tuple[dict[int, tuple[Any, str]], dict[int, str]]:
+    """Every GPU NVML lets us open, index -> (handle, uuid); and index -> why for the others.
 
     A GPU we may not open (NoPermission: it sits outside the job's device cgroup) belongs to
-    someone else and is left out.
+    someone else; it matters only when the job names it.
     """
-    gpus = {}
+    gpus, refused = {}, {}
     for index in range(nvml.nvmlDeviceGetCount()):
         try:
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
             gpus[index] = (handle, text(nvml.nvmlDeviceGetUUID(handle)))
-        except nvml.NVMLError:
-            continue
-    return gpus
+        except nvml.NVMLError as exc:
+            refused[index] = str(exc)
+    return gpus, refused
 
 
 def _resolve_token(
