@@ -80,6 +80,16 @@ class SlurmSettings:
     import_chunk_days: float = setting(
         1.0, "accounting is imported in windows of this many days", min=0.01, max=366
     )
+    import_first_days: float = setting(
+        7.0, "how far back the first import-accounting reaches, in days", min=0.01, max=3660
+    )
+    import_overlap_minutes: float = setting(
+        60.0,
+        "an incremental import starts this long before the last imported window ended, "
+        "to catch records slurmdbd stored late",
+        min=0,
+        max=10080,
+    )
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,14 @@ class ProcessSample:
     ppid: int
     start_ticks: int
     comm: str
-    cpu_user_s: float       # own + reaped children
+    cpu_user_s: float       # the process's own CPU; reaped children count in its step only
     cpu_system_s: float
     rss_bytes: int
     read_bytes: int | None  # None when /proc/<pid>/io is not readable
     write_bytes: int | None
     rchar: int | None
     wchar: int | None
-    minor_faults: int       # own + reaped children
+    minor_faults: int       # own
     major_faults: int
     nthreads: int
 

@@ -147,3 +147,16 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def named_statements(package: str, name: str) -> dict[str, str]:
+    """Split a .sql file into the statements under its ``-- name: <id>`` markers."""
+    statements: dict[str, str] = {}
+    current: str | None = None
+    for line in sql_text(package, name).splitlines():
+        if line.startswith("-- name:"):
+            current = line.split(":", 1)[1].strip()
+            statements[current] = ""
+        elif current is not None:
+            statements[current] += line + "\n"
+    return {k: v.strip() for k, v in statements.items()}

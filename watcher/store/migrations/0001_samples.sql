@@ -62,11 +62,13 @@ CREATE TABLE process_samples (
     start_ticks         BIGINT NOT NULL,       -- /proc/<pid>/stat starttime: (pid, start) is unique
     comm                VARCHAR NOT NULL,
     cmdline             VARCHAR,               -- first sighting of a process only
-    cpu_user_s          DOUBLE NOT NULL,       -- own + reaped children
+    cpu_user_s          DOUBLE NOT NULL,       -- its own; reaped children count in step_samples
     cpu_system_s        DOUBLE NOT NULL,
     rss_bytes           BIGINT NOT NULL,
-    read_bytes          BIGINT,
+    read_bytes          BIGINT,                -- NULL: /proc/<pid>/io not readable
     write_bytes         BIGINT,
+    rchar               BIGINT,
+    wchar               BIGINT,
     minor_faults        BIGINT NOT NULL,
     major_faults        BIGINT NOT NULL,
     nthreads            INTEGER NOT NULL

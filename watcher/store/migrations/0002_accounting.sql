@@ -34,6 +34,9 @@ CREATE TABLE jobs (
     req_mem_bytes       BIGINT,                -- ReqMem as a total for the job
     req_mem_per         VARCHAR,               -- 'node' | 'cpu' | NULL: how ReqMem was given
     alloc_tres          VARCHAR,
+    req_tres            VARCHAR,               -- ReqTRES as sacct prints it
+    req_cpus            INTEGER,               -- ReqCPUS
+    cancelled_by_uid    BIGINT,                -- from State 'CANCELLED by <uid>'
     nodelist            VARCHAR,
     total_cpu_s         DOUBLE,
     user_cpu_s          DOUBLE,
@@ -78,5 +81,6 @@ CREATE TABLE accounting_imports (
     finished_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
     jobs                INTEGER NOT NULL,
     steps               INTEGER NOT NULL,
-    as_user             VARCHAR                -- NULL: imported as admin (all users)
+    as_user             VARCHAR,               -- NULL: imported as admin (all users)
+    source              VARCHAR                -- 'sacct' or the file the records came from
 );

@@ -1,0 +1,138 @@
+"""What the watcher knows about the job it runs in: Slurm's environment, or the plain machine."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class JobContext:
+    job_id: int | None            # None outside Slurm
+    step: str | None              # the step this process runs in ("batch", "0", …)
+    cluster: str | None
+    node: str
+    user_name: str
+    nnodes: int | None
+    cpus_on_node: int | None      # Slurm's CPUs for the job on this node
+    mem_requested_bytes: int | None   # per node
+    time_limit_s: int | None
+    submit_dir: str | None
+
+    @property
+    def in_slurm(self) -> bool:
+        return self.job_id is not None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def cpus_on_this_node(env: Mapping[str, str]) -> int | None:
+    """SLURM_CPUS_ON_NODE, else this node's entry of SLURM_JOB_CPUS_PER_NODE ("4(x2),2")."""
+    direct = _int(env.get("SLURM_CPUS_ON_NODE"))
+    if direct:
+        return direct
+    spec = env.get("SLURM_JOB_CPUS_PER_NODE", "")
+    counts: list[int] = []
+    for part in filter(None, spec.split(",")):
+        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if not m:
+            return None
+        counts += [int(m.group(1))] * int(m.group(2) or 1)
+    node_index = _int(env.get("SLURM_NODEID")) or 0
+    return counts[node_index] if node_index < len(counts) else (counts[0] if counts else None)
+
+
+def requested_memory(env: Mapping[str, str], cpus: int | None) -> int | None:
+    """Memory Slurm granted on this node, in bytes (the variables are in MiB)."""
+    per_node = _int(env.get("SLURM_MEM_PER_NODE"))
+    if per_node:
+        return per_node * _MIB
+    per_cpu = _int(env.get("SLURM_MEM_PER_CPU"))
+    if per_cpu and cpus:
+        return per_cpu * cpus * _MIB
+    return None
+
+
+def parse_time_limit(text: str) -> int | None:
+    """Slurm's [D-]HH:MM:SS / MM:SS / MM limits in seconds; UNLIMITED and junk give None."""
+    text = text.strip()
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+    if not m:
+        return None
+    days, a, b, c = (int(g) if g else None for g in m.groups())
+    if c is not None:                 # [D-]HH:MM:SS
+        h, mnt, s = a, b, c
+    elif b is not None:               # D-HH:MM or MM:SS
+        h, mnt, s = (a, b, 0) if days is not None else (0, a, b)
+    else:                             # D-HH or MM
+        h, mnt, s = (a, 0, 0) if days is not None else (0, a, 0)
+    return (days or 0) * 86400 + (h or 0) * 3600 + (mnt or 0) * 60 + (s or 0)
+
+
+def slurm_time_limit(job_id: int, env: Mapping[str, str], squeue: str = "squeue") -> int | None:
+    """The job's time limit: from the environment where Slurm sets it, else one squeue call."""
+    start, end = _int(env.get("SLURM_JOB_START_TIME")), _int(env.get("SLURM_JOB_END_TIME"))
+    if start and end and end > start:
+        return end - start
+    try:
+        out = subprocess.run(
+            [squeue, "-h", "-j", str(job_id), "-o", "%l"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_time_limit(out.strip().splitlines()[0]) if out.strip() else None
+
+
+def detect(env: Mapping[str, str] | None = None, *, query_slurm: bool = True) -> JobContext:
+    """The job this process belongs to. ``query_slurm`` allows one squeue call (time limit)."""
+    env = os.environ if env is None else env
+    job_id = _int(env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID"))
+    node = env.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
+    try:
+        user = env.get("SLURM_JOB_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    if job_id is None:
+        return JobContext(None, None, None, node, user, None, None, None, None, None)
+    step = env.get("SLURM_STEP_ID")
+    if step is not None:
+        step = {"4294967294": "batch", "4294967292": "extern", "4294967291": "interactive"}.get(
+            step, step
+        )
+    else:
+        step = "batch"
+    cpus = cpus_on_this_node(env)
+    return JobContext(
+        job_id=job_id,
+        step=step,
+        cluster=env.get("SLURM_CLUSTER_NAME"),
+        node=node,
+        user_name=user,
+        nnodes=_int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES")),
+        cpus_on_node=cpus,
+        mem_requested_bytes=requested_memory(env, cpus),
+        time_limit_s=slurm_time_limit(job_id, env) if query_slurm else None,
+        submit_dir=env.get("SLURM_SUBMIT_DIR"),
+    )
+
+
+def local_job_label(now: float | None = None) -> str:
+    """The label of a run outside Slurm, used in the default output directory name."""
+    return "local-" + time.strftime("%Y%m%d-%H%M%S", time.localtime(now))

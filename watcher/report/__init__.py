@@ -1,0 +1,1 @@
+"""The in-job report: numbers (summary), the text card, summary.json and report.html."""

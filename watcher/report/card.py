@@ -1,0 +1,120 @@
+"""The report card printed to the job's output when it ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from watcher.report.units import human_bytes, human_duration, human_energy, percent
+
+_BAR = 24
+
+
+def _bar(share: float) -> str:
+    filled = round(share * _BAR)
+    return "█" * filled + "·" * (_BAR - filled)
+
+
+def _line(label: str, text: str) -> str:
+    return f"  {label:<13}{text}"
+
+
+def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> str:
+    s = summary
+    lines = ["", "─" * 22 + " turingwatch report card " + "─" * 22]
+    job = f"job {s['job_id']}" if s.get("job_id") is not None else "local run"
+    nodes = ", ".join(n["node"] for n in s.get("nodes", [])) or "?"
+    status = (
+        f"killed by signal {s['exit_signal']}"
+        if s.get("exit_signal")
+        else f"exit status {s.get('exit_code')}"
+    )
+    lines.append(f"  {job} on {nodes} · {status}")
+
+    limit = s.get("time_limit_s")
+    elapsed = human_duration(s.get("elapsed_s"))
+    if limit:
+        elapsed += f" of {human_duration(limit)} limit ({percent(s.get('time_limit_share'))} used)"
+    lines.append(_line("Elapsed", elapsed))
+
+    cores = s.get("cores_available")
+    cpu_total = (s.get("cpu_user_s") or 0) + (s.get("cpu_system_s") or 0)
+    mean = s["cores_in_use"]["mean"]
+    lines.append(
+        _line(
+            "CPU",
+            f"{percent(s.get('cpu_efficiency'))} efficiency: {cpu_total:.1f} core-s used "
+            f"of {cores or '?'} cores × {human_duration(s.get('elapsed_s'))}"
+            + (f" (mean {mean:.2f} cores busy)" if mean is not None else ""),
+        )
+    )
+    lines.append(
+        _line("", f"user {s.get('cpu_user_s') or 0:.1f} s, system {s.get('cpu_system_s') or 0:.1f} s")
+    )
+    dist = s["cores_in_use"]["distribution"]
+    if dist:
+        lines.append(_line("Cores busy", "share of the time with N cores busy"))
+        for row in dist:
+            lines.append(_line("", f"{row['cores']:>3} {_bar(row['share'])} {percent(row['share'])}"))
+
+    peak, requested = s.get("peak_rss_bytes"), s.get("mem_requested_bytes")
+    memory = f"peak {human_bytes(peak)}"
+    if requested:
+        memory += f" of {human_bytes(requested)} requested per node ({percent(s.get('mem_used_share'))})"
+    lines.append(_line("Memory", memory))
+
+    for gpu in s.get("gpus", []):
+        label = f"GPU {gpu['index']}" + (f"@{gpu['node']}" if len(s.get("nodes", [])) > 1 else "")
+        util = gpu["mean_util_pct"]
+        text = (
+            f"{gpu.get('name') or gpu['uuid']}: mean util "
+            + (f"{util:.0f}%" if util is not None else "n/a")
+            + f", memory {human_bytes(gpu['peak_mem_used_bytes'])}"
+            + f" of {human_bytes(gpu['mem_total_bytes'])}, energy {human_energy(gpu['energy_j'])}"
+        )
+        lines.append(_line(label, text))
+        if gpu.get("no_process_share"):
+            lines.append(_line("", f"no process of the job on it {percent(gpu['no_process_share'])}"
+                               " of the time"))
+
+    if s.get("steps"):
+        lines.append(_line("Steps", f"{'step':<12}{'CPU s':>10}{'eff.':>7}{'peak memory':>14}"))
+        for step in s["steps"]:
+            cpu = (step["cpu_user_s"] or 0) + (step["cpu_system_s"] or 0)
+            lines.append(
+                _line(
+                    "",
+                    f"{step['step']:<12}{cpu:>10.1f}{percent(step['cpu_efficiency']):>7}"
+                    f"{human_bytes(step['peak_rss_bytes']):>14}",
+                )
+            )
+
+    if s.get("top_processes"):
+        lines.append(_line("Top processes", ""))
+        for proc in s["top_processes"]:
+            lines.append(
+                _line(
+                    "",
+                    f"{proc['comm']:<16} pid {proc['pid']:<8} step {proc['step']:<8}"
+                    f"{proc['cpu_s'] or 0:>9.1f} s CPU {human_bytes(proc['peak_rss_bytes']):>11}",
+                )
+            )
+
+    intercept = s.get("intercepter")
+    if intercept and intercept.get("text"):
+        lines.append(_line("Recycler", intercept["text"]))
+
+    findings = s.get("findings") or []
+    if findings:
+        lines.append(_line("Findings", ""))
+        for f in findings:
+            where = f" step {f['step']}" if f.get("step") else ""
+            lines.append(_line("", f"[{f['severity']}] {f.get('title') or f['rule']}{where}"))
+            if f.get("summary"):
+                lines.append(_line("", f"    {f['summary']}"))
+    elif "findings" in s:
+        lines.append(_line("Findings", "none: this job used what it asked for"))
+
+    if output_dir:
+        lines.append(_line("Details", f"{output_dir}/report.html, {output_dir}/summary.json"))
+    lines.append("─" * 69)
+    return "\n".join(lines) + "\n"

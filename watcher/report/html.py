@@ -1,0 +1,69 @@
+"""report.html: the report card with time-series charts, one self-contained file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from watcher import __version__
+from watcher.report import units
+from watcher.report.svg import line_chart
+from watcher.templating import environment
+
+
+def _by_node(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> dict[str, list]:
+    series: dict[str, list] = {}
+    start = min((r["t"] for r in rows), default=0.0)
+    for r in rows:
+        value = r[key]
+        series.setdefault(r["node"], []).append(
+            (r["t"] - start, None if value is None else value / scale)
+        )
+    return series
+
+
+def charts(summary: dict[str, Any]) -> list[str]:
+    timeline = summary.get("timeline", [])
+    out = []
+    if timeline:
+        cores = summary.get("cores_available")
+        per_node = len(summary.get("nodes", [])) or 1
+        out.append(
+            line_chart(
+                list(_by_node(timeline, "cores_in_use").items()),
+                title="Cores in use",
+                y_label="cores",
+                reference=(f"{cores // per_node} available", cores / per_node) if cores else None,
+            )
+        )
+        requested = summary.get("mem_requested_bytes")
+        gib = 1024**3
+        out.append(
+            line_chart(
+                list(_by_node(timeline, "rss_bytes", gib).items()),
+                title="Resident memory",
+                y_label="GiB",
+                reference=("requested", requested / gib) if requested else None,
+            )
+        )
+    gpu_rows = summary.get("gpu_timeline", [])
+    if gpu_rows:
+        start = min(r["t"] for r in gpu_rows)
+        series: dict[str, list] = {}
+        for r in gpu_rows:
+            series.setdefault(f"GPU {r['gpu_index']} {r['node']}", []).append(
+                (r["t"] - start, r["util_pct"])
+            )
+        out.append(
+            line_chart(list(series.items()), title="GPU utilization", y_label="%", y_max=100)
+        )
+    return out
+
+
+def render_report_html(summary: dict[str, Any]) -> str:
+    template = environment().get_template("report.html.j2")
+    return template.render(
+        s=summary,
+        charts=charts(summary),
+        u=units,
+        version=__version__,
+    )

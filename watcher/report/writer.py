@@ -1,0 +1,146 @@
+"""The end of a watched job: gather every node's spool, load the store, write the reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from watcher import spool
+from watcher.config import Config
+from watcher.jobenv import JobContext
+from watcher.watch import STOP_MARKER, warn
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _job_spools(output_dir: Path, job: JobContext, session_id: str) -> list[Path]:
+    """This job's spools: every node's for a Slurm job, only our own for a local run."""
+    mine = []
+    for path in spool.spool_files(output_dir):
+        head = spool.read_header(path)
+        if head is None:
+            continue
+        session = head["session"]
+        if session["session_id"] == session_id or (
+            job.job_id is not None and session.get("job_id") == job.job_id
+        ):
+            mine.append(path)
+    return mine
+
+
+def wait_for_peers(output_dir: Path, job: JobContext, session_id: str, timeout_s: float) -> None:
+    """Ask the other nodes' watchers to finish, and give them a moment to close their spools."""
+    (output_dir / STOP_MARKER).write_text(f"{job.job_id}\n")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        open_spools = [p for p in _job_spools(output_dir, job, session_id) if not spool.has_ended(p)]
+        if not open_spools:
+            return
+        time.sleep(0.5)
+    warn(f"{len(open_spools)} node(s) did not finish in {timeout_s:.0f} s; reporting what they sent")
+
+
+def _findings(config: Config, store: Any, sessions: list[str]) -> list[dict[str, Any]] | None:
+    try:
+        from watcher.analysis.engine import analyze_session
+        from watcher.analysis.rules import load_rules
+    except ImportError:
+        return None
+    titles = {rule.id: rule.title for rule in load_rules(config).rules}
+    out = []
+    for finding in analyze_session(store, config, sessions):
+        row = finding.as_dict()
+        row["title"] = titles.get(finding.rule, finding.rule)
+        out.append(row)
+    return out
+
+
+def finish_report(
+    config: Config,
+    *,
+    output_dir: Path,
+    job: JobContext,
+    session_id: str,
+    outcome: Any,
+    batch_host: bool,
+    intercept_stats: dict[str, Any] | None = None,
+    mail: bool = False,
+) -> str | None:
+    """Load the job's spools, write summary.json and report.html; return the text card."""
+    from watcher.report.card import render_card
+    from watcher.report.html import render_report_html
+    from watcher.report.summary import build_summary
+    from watcher.store import Store
+    from watcher.store.spool_loader import load_spool
+
+    if batch_host and job.in_slurm:
+        wait_for_peers(output_dir, job, session_id, config.watcher.peer_wait_s)
+
+    with Store(output_dir / "turingwatch.duckdb") as store:
+        sessions = []
+        for path in _job_spools(output_dir, job, session_id):
+            try:
+                sessions.append(load_spool(store, path).session_id)
+            except Exception as exc:  # one bad node must not hide the others
+                warn(f"skipping {path.name}: {exc}")
+        time_limit, mem = store.execute(
+            "SELECT time_limit_s, mem_requested_bytes FROM sessions WHERE session_id = ?",
+            [session_id],
+        ).fetchone() or (None, None)
+        summary = build_summary(
+            store,
+            sessions,
+            job_id=job.job_id,
+            exit_code=outcome.exit_code,
+            exit_signal=outcome.exit_signal,
+            elapsed_s=outcome.elapsed_s,
+            time_limit_s=time_limit,
+            mem_requested_bytes=mem,
+            top_processes=config.watcher.top_processes,
+        )
+        try:
+            summary["findings"] = _findings(config, store, sessions)
+        except Exception as exc:  # numbers without findings beat no report
+            warn(f"analysis of this job failed: {exc}")
+            summary["findings"] = None
+
+    summary["intercepter"] = _intercept_summary(intercept_stats)
+    series = {k: summary.pop(k) for k in ("timeline", "gpu_timeline")}
+    atomic_write(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    html = render_report_html({**summary, **series})
+    atomic_write(output_dir / "report.html", html)
+    card = render_card(summary, output_dir=str(output_dir))
+    if mail:
+        _mail_card(config, job, summary, html, card)
+    return card
+
+
+def _intercept_summary(stats: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not stats:
+        return None
+    from watcher import intercept
+
+    return {**stats, "text": intercept.format_summary(stats)}
+
+
+def _mail_card(config: Config, job: JobContext, summary: dict[str, Any], html: str, text: str) -> None:
+    try:
+        from watcher.mailer import send_report_card
+
+        what = f"job {job.job_id}" if job.job_id is not None else "your run"
+        send_report_card(
+            config,
+            job.user_name,
+            f"[{config.site.name}] report card for {what}",
+            html,
+            text,
+        )
+    except Exception as exc:  # the mail is a courtesy; the files are written
+        warn(f"could not mail the report card: {exc}")

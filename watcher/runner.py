@@ -1,0 +1,258 @@
+"""``turingwatch run``: start the job's command, watch it, report, and exit as it did.
+
+The command comes first: whatever fails in the watcher (an unwritable output directory, a
+broken sampler, a locked store), the command is started, receives its signals, and its exit
+status is ours. Every watcher failure is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from watcher import jobenv
+from watcher.config import Config
+from watcher.watch import Watch, warn
+
+FORWARDED_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGCONT,
+)
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Orphans of the command's tree are re-parented to us instead of init, so we keep them."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+@dataclass
+class RunOptions:
+    command: list[str]
+    interval_s: float
+    output_dir: Path | None
+    recycle_malloc: bool = False
+    mail: bool = False
+    quiet: bool = False
+    gpu: bool = True
+
+
+@dataclass
+class Outcome:
+    exit_code: int | None = None       # the command's status when it exited
+    exit_signal: int | None = None     # the signal that killed it
+    started: float = 0.0
+    ended: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def elapsed_s(self) -> float:
+        return max(0.0, self.ended - self.started)
+
+
+def resolve_output_dir(config: Config, job: jobenv.JobContext, given: Path | None) -> Path:
+    if given is not None:
+        return given
+    label = str(job.job_id) if job.job_id is not None else jobenv.local_job_label()
+    return Path(config.watcher.output_dir.replace("{job}", label))
+
+
+def run(config: Config, options: RunOptions) -> Outcome:
+    """Run the command under the watcher; return how it ended (the CLI exits accordingly)."""
+    become_subreaper()
+    job = jobenv.detect(query_slurm=False)
+    output_dir = resolve_output_dir(config, job, options.output_dir)
+    env = dict(os.environ)
+    env["TURINGWATCH_OUTPUT"] = str(output_dir)
+
+    intercept_dir: Path | None = None
+    if options.recycle_malloc:
+        env, intercept_dir = _with_recycler(env, output_dir)
+
+    outcome = Outcome(started=time.time())
+    try:
+        child = subprocess.Popen(options.command, env=env)
+    except OSError as exc:
+        warn(f"cannot start {options.command[0]}: {exc.strerror}")
+        outcome.exit_code = 127 if isinstance(exc, FileNotFoundError) else 126
+        outcome.ended = time.time()
+        return outcome
+
+    # The command is running before the watcher spends a moment on NVML or the output dir.
+    previous = _forward_signals(child.pid)
+    watch = _start_watch(config, options, job, output_dir)
+    status = _reap_until(child.pid)
+    outcome.ended = time.time()
+    _restore_signals(previous)
+    if os.WIFSIGNALED(status):
+        outcome.exit_signal = os.WTERMSIG(status)
+    else:
+        outcome.exit_code = os.WEXITSTATUS(status)
+
+    if watch is None:
+        return outcome
+    try:
+        _finish(config, options, job, watch, outcome, output_dir, intercept_dir)
+    except Exception as exc:  # the report must never change the job's outcome
+        warn(f"could not write the report: {exc}")
+    return outcome
+
+
+def _start_watch(
+    config: Config, options: RunOptions, job: jobenv.JobContext, output_dir: Path
+) -> Watch | None:
+    try:
+        from watcher.sampling.gpu import GpuSampler, visible_devices_from_env
+        from watcher.sampling.sources import SlurmSource, TreeSource
+
+        if job.in_slurm:
+            source: Any = SlurmSource(job.job_id, job.cpus_on_node)
+            cores = job.cpus_on_node or source.fallback_cpus
+        else:
+            source = TreeSource()
+            cores = source.cpus
+        gpu = None
+        if options.gpu and config.watcher.gpu:
+            gpu = GpuSampler(visible_devices_from_env(os.environ), log=warn)
+        watch = Watch(
+            output_dir=output_dir,
+            job=job,
+            mode="run",
+            interval_s=options.interval_s,
+            source=source,
+            gpu=gpu,
+            command=" ".join(options.command),
+            cores_available=cores,
+        )
+        watch.start()
+        return watch
+    except Exception as exc:  # no watcher, but the job runs
+        warn(f"not watching this job ({exc}); the command runs unwatched")
+        return None
+
+
+def _with_recycler(env: dict[str, str], output_dir: Path) -> tuple[dict[str, str], Path | None]:
+    try:
+        from watcher import intercept
+
+        stats_dir = output_dir / "intercepter"
+        stats_dir.mkdir(parents=True, exist_ok=True)
+        return intercept.preload_environment(env, stats_dir / "stats"), stats_dir
+    except Exception as exc:  # run without the recycler rather than not at all
+        warn(f"--recycle-malloc: {exc}; running without the recycler")
+        return env, None
+
+
+def _forward_signals(pid: int) -> dict[int, Any]:
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {}
+    for sig in FORWARDED_SIGNALS:
+        try:
+            previous[sig] = signal.signal(sig, forward)
+        except (OSError, ValueError):
+            pass
+    return previous
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def _reap_until(pid: int) -> int:
+    """Wait for the command, reaping any orphan re-parented to us meanwhile."""
+    while True:
+        try:
+            reaped, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 0
+        if reaped == pid:
+            return status
+
+
+def _finish(
+    config: Config,
+    options: RunOptions,
+    job: jobenv.JobContext,
+    watch: Watch,
+    outcome: Outcome,
+    output_dir: Path,
+    intercept_dir: Path | None,
+) -> None:
+    from watcher.report.writer import finish_report
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    intercept_stats = None
+    if intercept_dir is not None:
+        try:
+            from watcher import intercept
+
+            intercept_stats = intercept.collect_stats(intercept_dir)
+        except Exception as exc:
+            warn(f"could not read the recycler's statistics: {exc}")
+    # Asked only now, so the job never waits for squeue.
+    time_limit = jobenv.slurm_time_limit(job.job_id, os.environ) if job.in_slurm else None
+    watch.stop(
+        {
+            "time_limit_s": time_limit,
+            "exit_code": outcome.exit_code,
+            "exit_signal": outcome.exit_signal,
+            "elapsed_s": outcome.elapsed_s,
+            "rusage_children": {"user_s": usage.ru_utime, "system_s": usage.ru_stime,
+                                "maxrss_kib": usage.ru_maxrss},
+            "intercepter": intercept_stats,
+        }
+    )
+    card = finish_report(
+        config,
+        output_dir=output_dir,
+        job=watch.job,
+        session_id=watch.session_id,
+        outcome=outcome,
+        batch_host=True,
+        intercept_stats=intercept_stats,
+        mail=options.mail,
+    )
+    if card and not options.quiet:
+        sys.stdout.write(card)
+        sys.stdout.flush()
+
+
+def exit_like(outcome: Outcome) -> None:
+    """Leave the way the command did: same status, or the same signal."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if outcome.exit_signal:
+        sig = outcome.exit_signal
+        try:
+            # No core file of ours: the command already dumped its own if it was going to.
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+            os.kill(os.getpid(), sig)
+        except (OSError, ValueError):
+            pass
+        os._exit(128 + sig)
+    os._exit(outcome.exit_code or 0)

@@ -1,0 +1,107 @@
+"""The crash-safe, append-only sample spool: one JSON object per line.
+
+The sampling loop writes here instead of the database, so it never holds DuckDB in memory
+and a crash loses at most the line being written (the loader skips a torn last line).
+The same records are what a node sends to the server, so the format is versioned and
+self-describing: the ``session`` line names the field order of the arrays that follow.
+
+Lines (``k`` is the kind):
+  {"k": "session", "v": 1, "session": {...}, "fields": {"steps": [...], "procs": [...], "gpus": [...]}}
+  {"k": "sample", "seq": 0, "ts": 1763780000.25, "steps": [[...]], "procs": [[...]],
+   "gpus": [[...]], "cmd": [[pid, start_ticks, "cmdline"]]}
+  {"k": "end", "ts": ..., "end": {"exit_code": 0, "exit_signal": null, ...}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+
+from watcher.sampling.records import GpuReading, ProcessSample, StepSample, field_names
+from watcher.sampling.sampler import SampleRecord
+
+SPOOL_VERSION = 1
+FIELDS = {
+    "steps": field_names(StepSample),
+    "procs": field_names(ProcessSample),
+    "gpus": field_names(GpuReading),
+}
+_row = {name: attrgetter(*cols) for name, cols in FIELDS.items()}
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class SpoolWriter:
+    """Appends whole lines with single ``write`` calls on an O_APPEND descriptor."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+        )
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        if self._fd is None:
+            raise OSError(f"spool {self.path} is closed")
+        data = (_dumps(obj) + "\n").encode()
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def write_session(self, session: dict[str, Any]) -> None:
+        self._write({"k": "session", "v": SPOOL_VERSION, "session": session, "fields": FIELDS})
+
+    def write_sample(self, record: SampleRecord) -> None:
+        self._write(
+            {
+                "k": "sample",
+                "seq": record.seq,
+                "ts": record.ts,
+                "steps": [_row["steps"](s) for s in record.steps],
+                "procs": [_row["procs"](p) for p in record.processes],
+                "gpus": [_row["gpus"](g) for g in record.gpus],
+                "cmd": record.cmdlines,
+            }
+        )
+
+    def write_end(self, ts: float, end: dict[str, Any]) -> None:
+        self._write({"k": "end", "ts": ts, "end": end})
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_header(path: Path) -> dict[str, Any] | None:
+    """The session line of a spool, or None if the file has none (yet)."""
+    try:
+        with path.open("rb") as f:
+            first = f.readline()
+        head = json.loads(first)
+    except (OSError, ValueError):
+        return None
+    return head if head.get("k") == "session" else None
+
+
+def has_ended(path: Path) -> bool:
+    """True when the spool's last complete line is its end record."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 65536))
+            tail = f.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        return json.loads(tail).get("k") == "end"
+    except (OSError, ValueError):
+        return False
+
+
+def spool_files(output_dir: Path) -> list[Path]:
+    return sorted((output_dir / "spool").glob("*.jsonl"))

@@ -1,0 +1,168 @@
+"""A watch session: sample a job on this node into a spool until told to stop.
+
+Used by ``run`` (which also owns the command) and ``attach``. The loop runs in a daemon
+thread at lowered priority; every failure inside it is reported once on stderr and never
+reaches the job. The spool is the only thing written while the job runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+from watcher import __version__
+from watcher.jobenv import JobContext
+from watcher.sampling.sampler import GpuSource, ProcessSource, Sampler
+from watcher.spool import SpoolWriter
+
+STOP_MARKER = "STOP"          # written by the batch host's run: other nodes finish up
+_MAX_CONSECUTIVE_ERRORS = 5
+
+
+def warn(message: str) -> None:
+    try:
+        print(f"turingwatch: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+class Watch:
+    def __init__(
+        self,
+        *,
+        output_dir: Path,
+        job: JobContext,
+        mode: str,
+        interval_s: float,
+        source: ProcessSource,
+        gpu: GpuSource | None,
+        command: str | None = None,
+        cores_available: int | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.output_dir = output_dir
+        self.job = job
+        self.interval_s = interval_s
+        self.session_id = str(uuid.uuid4())
+        self.sampler = Sampler(source, gpu)
+        self.gpu = gpu
+        self.started_at = time.time()
+        self.spool_path = output_dir / "spool" / f"{job.node}.{os.getpid()}.jsonl"
+        self.spool = SpoolWriter(self.spool_path)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()     # one sample at a time: the loop's or the final one
+        self._errors = 0
+        self._reported: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self.spool.write_session(
+            {
+                "session_id": self.session_id,
+                "job_id": job.job_id,
+                "cluster": job.cluster,
+                "node": job.node,
+                "mode": mode,
+                "user_name": job.user_name,
+                "command": command,
+                "started_at": self.started_at,
+                "interval_s": interval_s,
+                "cores_available": cores_available,
+                "mem_requested_bytes": job.mem_requested_bytes,
+                "time_limit_s": job.time_limit_s,
+                "gpu_status": gpu.status if gpu is not None else "disabled",
+                "watcher_version": __version__,
+                "meta": meta or {},
+            }
+        )
+
+    # -- the loop -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="turingwatch-sampler", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        try:  # a busy job should not wait for its watcher
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except OSError:
+            pass
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            self.sample_once()
+            next_at += self.interval_s
+            now = time.monotonic()
+            if next_at < now:  # we fell behind (suspended job, slow /proc): skip, don't burst
+                next_at = now + self.interval_s
+            if self.should_stop_early():
+                break
+            self._wait_until(next_at)
+
+    def _wait_until(self, deadline: float) -> None:
+        # Wake at least once a second so attach notices the batch host's stop marker quickly.
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self.should_stop_early():
+                return
+            self._stop.wait(min(left, 1.0))
+
+    def should_stop_early(self) -> bool:
+        """Overridden by attach: the job has ended or the batch host asked us to finish."""
+        return False
+
+    def sample_once(self) -> bool:
+        with self._lock:
+            if self.spool is None:
+                return False
+            try:
+                record = self.sampler.sample()
+            except Exception:
+                self._errors += 1
+                self._report("sample", "sampling failed; the job is not affected:\n"
+                             + traceback.format_exc(limit=3))
+                if self._errors >= _MAX_CONSECUTIVE_ERRORS:
+                    warn("sampling keeps failing; stopping the watcher, the job runs on")
+                    self._stop.set()
+                return False
+            self._errors = 0
+            try:
+                self.spool.write_sample(record)
+            except OSError as exc:
+                self._report("spool", f"cannot write {self.spool_path}: {exc}; sampling stops, "
+                             "the job runs on")
+                self.spool = None
+                self._stop.set()
+                return False
+            return True
+
+    def _report(self, kind: str, message: str) -> None:
+        if kind not in self._reported:
+            self._reported.add(kind)
+            warn(message)
+
+    # -- the end --------------------------------------------------------------------------
+    def stop(self, end: dict[str, Any]) -> None:
+        """Stop the loop, take one last sample, and close the spool with its end record."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(30.0, self.interval_s * 2))
+        self.sample_once()
+        with self._lock:
+            if self.spool is None:
+                return
+            try:
+                self.spool.write_end(time.time(), end)
+            except OSError as exc:
+                warn(f"cannot finish {self.spool_path}: {exc}")
+            finally:
+                self.spool.close()
+                self.spool = None
+        close = getattr(self.gpu, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # shutting NVML down must not fail the job
+                pass
