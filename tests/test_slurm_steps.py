@@ -20,6 +20,7 @@ from watcher.sampling.slurm_steps import (
     parse_listpids,
     parse_stepd_title,
     slurm_cpus_on_node,
+    step_cpus,
     step_name,
 )
 
@@ -164,6 +165,15 @@ def test_slurm_cpus_on_node():
     assert slurm_cpus_on_node({"SLURM_JOB_CPUS_PER_NODE": "4(x3)"}) == 4
     assert slurm_cpus_on_node({"SLURM_JOB_CPUS_PER_NODE": "lots"}) is None
     assert slurm_cpus_on_node({}) is None
+
+
+def test_step_cpus_prefers_the_cpuset_then_slurms_count_then_affinity():
+    steps = find_job_processes(4242, str(FIXTURES / "proc/cgroup-node"),
+                               str(FIXTURES / "cgroup/v2"), NO_SCONTROL)
+    assert step_cpus(steps, "0", {"SLURM_CPUS_ON_NODE": "8"}) == (2, "cpuset")
+    assert step_cpus(steps, "7", {"SLURM_CPUS_ON_NODE": "8"}) == (8, "slurm-env")
+    assert step_cpus(steps, "7", {}) == (affinity_cpus(), "affinity")
+    assert step_cpus(steps, "7") == (None, None)  # not inside the job: nothing to go by
 
 
 def test_affinity_cpus():

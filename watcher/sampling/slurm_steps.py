@@ -394,6 +394,25 @@ def slurm_cpus_on_node(env: Mapping[str, str]) -> int | None:
     return counts[0] if len(set(counts)) == 1 else None
 
 
+def step_cpus(
+    steps: StepMap, step: str, job_env: Mapping[str, str] | None = None
+) -> tuple[int | None, str | None]:
+    """CPUs available to one step, and where that number comes from.
+
+    The step's cpuset (``cpuset``) when Slurm made one; else, given the job's environment
+    (``os.environ`` when the watcher runs inside the job), Slurm's CPU count for this node
+    (``slurm-env``), else our own affinity mask (``affinity``). ``(None, None)`` otherwise.
+    """
+    if step in steps.cpus:
+        return steps.cpus[step], "cpuset"
+    if job_env is None:
+        return None, None
+    cpus = slurm_cpus_on_node(job_env)
+    if cpus is not None:
+        return cpus, "slurm-env"
+    return affinity_cpus(), "affinity"
+
+
 def affinity_cpus() -> int:
     """CPUs this process may run on (its affinity mask), which Slurm's task binding narrows."""
     try:
