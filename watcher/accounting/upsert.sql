@@ -1,0 +1,65 @@
+-- sacct_stage (checked) into jobs and job_steps, inside the importer's transaction.
+-- Variables: sacct_cluster, the cluster every row is stored under.
+-- A job seen again replaces its row and its whole set of steps: a job that was running at
+-- the last import gets its end, and a requeued job loses the steps of its earlier run.
+
+-- The last record of each job and step (sacct should not repeat one; if it does, the later
+-- one is the newer).
+CREATE OR REPLACE TEMP TABLE sacct_latest AS
+SELECT * EXCLUDE (rank)
+FROM (
+    SELECT *, row_number() OVER (PARTITION BY job_id, step ORDER BY line DESC) AS rank
+    FROM sacct_stage
+)
+WHERE rank = 1;
+
+DELETE FROM job_steps
+WHERE cluster = getvariable('sacct_cluster')
+  AND job_id IN (SELECT job_id FROM sacct_latest WHERE step IS NULL);
+
+INSERT OR REPLACE INTO jobs (
+    cluster, job_id, job_id_display, array_job_id, array_task_id, het_job_id, het_job_offset,
+    user_name, account, partition, qos, job_name, submit_line, work_dir, state, exit_code,
+    exit_signal, submit_time, start_time, end_time, time_limit_s, elapsed_s, nnodes, ncpus,
+    ngpus, alloc_mem_bytes, req_mem_bytes, req_mem_per, alloc_tres, req_tres, req_cpus,
+    cancelled_by_uid, nodelist, total_cpu_s, user_cpu_s, system_cpu_s, max_rss_bytes,
+    imported_at
+)
+SELECT
+    getvariable('sacct_cluster'), j.job_id, j.job_id_display, j.array_job_id, j.array_task_id,
+    j.het_job_id, j.het_job_offset, j.user_name, j.account, j.partition, j.qos, j.job_name,
+    j.submit_line, j.work_dir, j.state, j.exit_code, j.exit_signal, j.submit_time,
+    j.start_time, j.end_time, j.time_limit_s, j.elapsed_s, j.nnodes, j.ncpus, j.ngpus,
+    j.alloc_mem_bytes,
+    -- ReqMem before 21.08 is per node (n) or per CPU (c); since then it is the job's total.
+    CASE j.req_mem_per
+        WHEN 'node' THEN j.req_mem_value * coalesce(nullif(j.nnodes, 0), 1)
+        WHEN 'cpu' THEN j.req_mem_value * coalesce(nullif(j.ncpus, 0), j.req_cpus, 1)
+        ELSE j.req_mem_value
+    END,
+    j.req_mem_per, j.alloc_tres, j.req_tres, j.req_cpus, j.cancelled_by_uid, j.nodelist,
+    j.total_cpu_s, j.user_cpu_s, j.system_cpu_s,
+    -- sacct 22.05 leaves the job line's MaxRSS empty; the steps have it.
+    CASE WHEN s.max_rss_bytes IS NULL THEN j.max_rss_bytes
+         ELSE greatest(s.max_rss_bytes, coalesce(j.max_rss_bytes, 0)) END,
+    now()
+FROM sacct_latest AS j
+LEFT JOIN (
+    SELECT job_id, max(max_rss_bytes) AS max_rss_bytes
+    FROM sacct_latest
+    WHERE step IS NOT NULL
+    GROUP BY job_id
+) AS s USING (job_id)
+WHERE j.step IS NULL;
+
+INSERT OR REPLACE INTO job_steps (
+    cluster, job_id, step, step_name, state, exit_code, exit_signal, start_time, end_time,
+    elapsed_s, nnodes, ntasks, ncpus, ngpus, alloc_tres, nodelist, total_cpu_s, user_cpu_s,
+    system_cpu_s, max_rss_bytes, max_rss_node, ave_rss_bytes, imported_at
+)
+SELECT
+    getvariable('sacct_cluster'), job_id, step, job_name, state, exit_code, exit_signal,
+    start_time, end_time, elapsed_s, nnodes, ntasks, ncpus, ngpus, alloc_tres, nodelist,
+    total_cpu_s, user_cpu_s, system_cpu_s, max_rss_bytes, max_rss_node, ave_rss_bytes, now()
+FROM sacct_latest
+WHERE step IS NOT NULL;
