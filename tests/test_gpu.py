@@ -7,6 +7,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -163,7 +164,7 @@ def test_nothing_matching_is_an_error_status(nvml):
     sampler = nvml.sampler(["3"])
     assert sampler.status == "error: no GPU here matches 3"
     assert sampler.devices == [] and sampler.sample({1}) == []
-    assert len(nvml.lines) == 1
+    assert nvml.lines == ["GPU sampling off: 3: no such GPU on this node"]
     assert nvml.nvml.fake_init_count() == 0  # NVML was shut down again
 
 
@@ -378,6 +379,13 @@ def test_pynvml_not_installed(nvml, monkeypatch):
     assert len(nvml.lines) == 1 and "nvidia-ml-py" in nvml.lines[0]
 
 
+def test_a_broken_scenario_is_an_error_status_not_an_exception(nvml, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_NVML_SCENARIO", str(tmp_path / "missing.json"))
+    sampler = nvml.sampler(None)
+    assert sampler.status.startswith("error: ") and "missing.json" in sampler.status
+    assert len(nvml.lines) == 1
+
+
 def test_init_refused(nvml):
     nvml.scenario([gpu(0)], init_error="NoPermission")
     sampler = nvml.sampler(None)
@@ -412,26 +420,38 @@ def test_close_is_idempotent(nvml):
 
 
 def test_fake_matches_the_real_binding(fake_module, real_module):
-    public = {
-        name: value for name, value in vars(fake_module).items()
-        if not name.startswith(("_", "fake_")) and getattr(value, "__module__", None) != "typing"
-    }  # fmt: skip
-    for name, value in public.items():
-        if name in ("SCENARIO_ENV", "annotations", "json", "os", "string", "Counter", "Any"):
+    checked = 0
+    for name, value in vars(fake_module).items():
+        if name.startswith(("_", "fake_")) or name == "SCENARIO_ENV":
+            continue
+        is_function = inspect.isfunction(value) and value.__module__ == fake_module.__name__
+        is_error = isinstance(value, type) and issubclass(value, Exception)
+        if not (isinstance(value, int) or is_function or is_error):
             continue
         assert hasattr(real_module, name), f"{name} is not in nvidia-ml-py"
         real = getattr(real_module, name)
         if isinstance(value, int):
             assert value == real, name
-        elif inspect.isfunction(value):
-            assert list(inspect.signature(value).parameters) == list(
-                inspect.signature(real).parameters
-            ), name
+        elif is_function:
+            fake_params = list(inspect.signature(value).parameters)
+            assert fake_params == list(inspect.signature(real).parameters), name
+        checked += 1
+    assert checked > 100
     for code in (3, 12, 15):
         fake_error, real_error = fake_module.NVMLError(code), real_module.NVMLError(code)
         assert type(fake_error).__name__ == type(real_error).__name__
         assert str(fake_error) == str(real_error)
     assert isinstance(fake_module.NVMLError_GpuIsLost(), fake_module.NVMLError)
+
+
+def test_every_nvml_name_the_product_uses_is_in_both_modules(fake_module, real_module):
+    sources = [REPO / "watcher/sampling/gpu.py", REPO / "watcher/sampling/gpu_devices.py"]
+    nvml_name = re.compile(r"\b(nvml(?:Device|Init|Shutdown)\w*|NVML_[A-Z_]+)\b")
+    used = {name for source in sources for name in nvml_name.findall(source.read_text())}
+    assert "nvmlDeviceGetTotalEnergyConsumption" in used
+    for name in sorted(used):
+        assert hasattr(fake_module, name), f"the fake lacks {name}"
+        assert hasattr(real_module, name), f"nvidia-ml-py lacks {name}"
 
 
 def test_fake_drives_a_subprocess(tmp_path):

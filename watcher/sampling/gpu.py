@@ -177,6 +177,9 @@ class GpuSampler:
             else:
                 self._give_up(f"error: {exc}", f"NVML would not start: {exc}")
             return False
+        except Exception as exc:  # e.g. a binding that does not fit this driver
+            self._give_up(f"error: {exc}", f"NVML would not start: {type(exc).__name__}: {exc}")
+            return False
         self._nvml = nvml
         return True
 
@@ -187,7 +190,7 @@ class GpuSampler:
                 self._give_up("no-devices", "no GPU on this node")
             else:
                 named = ",".join(visible)
-                self._give_up(f"error: no GPU here matches {named}", f"no GPU matches {named}")
+                self._give_up(f"error: no GPU here matches {named}", "; ".join(problems))
             return
         if problems:
             self._log(f"GPU sampling: left out {'; '.join(problems)}")
