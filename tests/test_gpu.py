@@ -224,12 +224,14 @@ def test_disabled_does_not_touch_nvml(nvml):
 
 
 def test_units_are_converted(nvml):
-    nvml.scenario([gpu(0, power_mw={"cycle": [312_456, 95_000]}, energy_mj=123_456_789)])
+    energy = {"ramp": [123_456_789, 50_000]}
+    nvml.scenario([gpu(0, power_mw={"cycle": [312_456, 95_000]}, energy_mj=energy)])
     sampler = nvml.sampler(None)
     first, second = sampler.sample(set())[0], sampler.sample(set())[0]
     assert first.power_w == pytest.approx(312.456)  # mW -> W (the old tool was 10x off)
     assert second.power_w == pytest.approx(95.0)
     assert first.energy_j == pytest.approx(123_456.789)  # mJ -> J
+    assert second.energy_j - first.energy_j == pytest.approx(50.0)
     assert (first.mem_used_bytes, first.mem_total_bytes) == (GIB, 40 * GIB)
     assert (first.util_pct, first.mem_util_pct) == (50.0, 20.0)
     assert (first.temperature_c, first.sm_clock_mhz) == (60.0, 1410.0)

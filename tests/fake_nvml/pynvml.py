@@ -237,10 +237,14 @@ def _text(value: str) -> str | bytes:
 
 
 def _pick(value: Any, call: int) -> Any:
-    """A scenario value: constant, or {"cycle": [...]} for one item per call."""
+    """A scenario value for the n-th call: a constant, {"cycle": [a, b, …]} (item n mod length),
+    or {"ramp": [start, step]} (start + n × step, for counters such as energy)."""
     if isinstance(value, dict) and "cycle" in value:
         items = value["cycle"]
         return items[call % len(items)]
+    if isinstance(value, dict) and "ramp" in value:
+        start, step = value["ramp"]
+        return start + call * step
     return value
 
 
