@@ -30,6 +30,10 @@ class RuleInfo:
     solution_type: str      # "code_or_request" | "profiling" | "consultation" | "other"
     enabled: bool = True
     thresholds: dict[str, Any] = field(default_factory=dict)
+    min_runtime_s: float = 0.0             # jobs that ran less are not judged by the rule
+    suppressed_by: tuple[str, ...] = ()    # rules that, found on the same job, make it redundant
+    # jobs never flagged: {"users": [...], "accounts": [...], "partitions": [...], "qos": [...]}
+    exempt: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,334 @@
+"""The analysis engine: the rules of rules.toml run as DuckDB SQL over samples and accounting.
+
+The pipeline, each step a ``.sql`` file next to this module, all in temp tables (``tw_*``) of
+the store's connection:
+
+1. ``scope.sql``: the jobs to judge and what is known about them (accounting, else sessions);
+2. ``usage.sql``: what they used, from sample deltas over real timestamps, and per-job metrics;
+3. ``rules.sql``: one statement per enabled rule, adding candidate findings;
+4. ``findings.sql``: enabled flags, minimum runtimes, exemptions and suppression, for all rules;
+5. ``report.sql``: the rows of the report tables (period analyses only).
+
+Python only feeds parameters in and hands the results out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from watcher.analysis.model import (
+    SEVERITY_ORDER,
+    Finding,
+    Period,
+    SectionReport,
+    UserReport,
+)
+from watcher.analysis.rules import RuleSet, load_rules
+from watcher.analysis.sections import SECTIONS, make_table
+from watcher.config import Config
+from watcher.store import Store, named_statements
+
+Progress = Callable[[str], None]
+_PACKAGE = "watcher.analysis"
+_TEMP_TABLES = (
+    "tw_params", "tw_scope_sessions", "tw_th", "tw_rules", "tw_exempt", "tw_suppress",
+    "tw_candidates", "tw_session_keys", "tw_jobs", "tw_sessions", "tw_step_usage",
+    "tw_node_memory", "tw_gpu_usage", "tw_gpu_levels", "tw_jupyter", "tw_job_metrics",
+    "tw_findings",
+)
+
+
+class AnalysisError(RuntimeError):
+    """The analysis could not run (for example a rule whose SQL is missing)."""
+
+
+def analyze_period(
+    store: Store,
+    config: Config,
+    period: Period,
+    user: str | None = None,
+    progress: Progress | None = None,
+) -> list[UserReport]:
+    """Judge every job of ``period`` (of ``user`` only, when given), store the findings of the
+    period (replacing an earlier run's) and return one report per user, sorted by user."""
+    rules = load_rules(config)
+    say = progress or (lambda _msg: None)
+    conn = store.conn
+    try:
+        _prepare(conn, config, rules, session_mode=False, period=period, user=user)
+        _run_pipeline(conn, rules, say)
+        findings = _findings(conn, period.id, in_period_only=True)
+        say("building reports")
+        reports = _reports(conn, rules, period, findings)
+        say("storing results")
+        _persist(store, rules, period, user, reports, findings)
+        return reports
+    finally:
+        _drop_temp_tables(conn)
+
+
+def analyze_session(store: Store, config: Config, session_ids: list[str]) -> list[Finding]:
+    """The findings for the job(s) the given watcher sessions sampled: the report card's view.
+
+    Works from the samples and ``sessions`` rows alone when the store has no accounting; uses
+    accounting rows for the job when they are there. Nothing is stored.
+    """
+    rules = load_rules(config)
+    conn = store.conn
+    try:
+        _prepare(conn, config, rules, session_mode=True, session_ids=session_ids)
+        _run_pipeline(conn, rules, lambda _msg: None)
+        return _findings(conn, None, in_period_only=False)
+    finally:
+        _drop_temp_tables(conn)
+
+
+# -- pipeline --------------------------------------------------------------------------------
+
+
+def _prepare(
+    conn: Any,
+    config: Config,
+    rules: RuleSet,
+    *,
+    session_mode: bool,
+    period: Period | None = None,
+    user: str | None = None,
+    session_ids: Iterable[str] = (),
+) -> None:
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE tw_params AS SELECT ?::BOOLEAN AS session_mode,"
+        " ?::TIMESTAMPTZ AS p_start, ?::TIMESTAMPTZ AS p_end, ?::VARCHAR AS p_user,"
+        " ?::DOUBLE AS cpu_watts_per_core, ?::DOUBLE AS grid_co2_g_per_kwh,"
+        " ?::TIMESTAMPTZ AS analysed_at",
+        [
+            session_mode,
+            period.start if period else None,
+            period.end if period else None,
+            user,
+            config.energy.cpu_watts_per_core,
+            config.energy.grid_co2_g_per_kwh,
+            datetime.now(UTC),
+        ],
+    )
+    conn.execute("CREATE OR REPLACE TEMP TABLE tw_scope_sessions (session_id VARCHAR)")
+    ids = [[s] for s in session_ids]
+    if ids:
+        conn.executemany("INSERT INTO tw_scope_sessions VALUES (?)", ids)
+
+    # Thresholds as one row, a column per <rule>__<key>: rule SQL reads them by name.
+    names, values = ["_one"], [1]
+    for rule in rules.rules:
+        for key, value in rule.thresholds.items():
+            names.append(f"{rule.id}__{key}")
+            values.append(value)
+    columns = ", ".join(f"? AS {name}" for name in names)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE tw_th AS SELECT {columns}", values)
+
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE tw_rules (rule VARCHAR, severity VARCHAR,"
+        " enabled BOOLEAN, min_runtime_s DOUBLE)"
+    )
+    conn.executemany(
+        "INSERT INTO tw_rules VALUES (?, ?, ?, ?)",
+        [[r.id, r.severity, r.enabled, r.min_runtime_s] for r in rules.rules],
+    )
+    conn.execute("CREATE OR REPLACE TEMP TABLE tw_exempt (rule VARCHAR, kind VARCHAR, value VARCHAR)")
+    exempt = [[None, kind, v] for kind, vs in rules.exempt.items() for v in vs]
+    exempt += [[r.id, kind, v] for r in rules.rules for kind, vs in r.exempt.items() for v in vs]
+    if exempt:
+        conn.executemany("INSERT INTO tw_exempt VALUES (?, ?, ?)", exempt)
+    conn.execute("CREATE OR REPLACE TEMP TABLE tw_suppress (rule VARCHAR, by_rule VARCHAR)")
+    suppress = [[r.id, other] for r in rules.rules for other in r.suppressed_by]
+    if suppress:
+        conn.executemany("INSERT INTO tw_suppress VALUES (?, ?)", suppress)
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE tw_candidates (rule VARCHAR, job_key VARCHAR,"
+        " step VARCHAR, node VARCHAR, gpu VARCHAR, metrics JSON)"
+    )
+
+
+def rule_statements() -> dict[str, str]:
+    """The SQL of every rule, by rule id."""
+    return named_statements(_PACKAGE, "rules.sql")
+
+
+def _run_pipeline(conn: Any, rules: RuleSet, say: Progress) -> None:
+    for file, label in (("scope.sql", "selecting jobs"), ("usage.sql", "measuring usage")):
+        for name, sql in named_statements(_PACKAGE, file).items():
+            say(f"{label}: {name}")
+            conn.execute(sql)
+    statements = rule_statements()
+    say("applying rules")
+    for rule in rules.enabled:
+        if rule.id not in statements:
+            raise AnalysisError(f"rule {rule.id} has no SQL in rules.sql")
+        conn.execute(statements[rule.id])
+    conn.execute(named_statements(_PACKAGE, "findings.sql")["findings"])
+
+
+def _drop_temp_tables(conn: Any) -> None:
+    for table in _TEMP_TABLES:
+        conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+
+
+def _rows(conn: Any, sql: str) -> list[dict[str, Any]]:
+    cursor = conn.execute(sql)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _findings(conn: Any, period_id: str | None, *, in_period_only: bool) -> list[Finding]:
+    where = "WHERE in_period" if in_period_only else ""
+    order = " ".join(f"WHEN '{s}' THEN {n}" for s, n in SEVERITY_ORDER.items())
+    rows = conn.execute(
+        "SELECT rule, severity, user_name, job_id, step, cluster, node, gpu, job_name, account,"
+        f" metrics, job_key FROM tw_findings {where}"
+        f" ORDER BY user_name, CASE severity {order} END, job_key, rule, step NULLS FIRST,"
+        " node, gpu"
+    ).fetchall()
+    return [
+        Finding(
+            rule=r[0], severity=r[1], user=r[2], job_id=r[3], step=r[4], cluster=r[5],
+            node=r[6], gpu=r[7], job_name=r[8], account=r[9], period=period_id,
+            metrics={**json.loads(r[10]), "job_key": r[11]},
+        )
+        for r in rows
+    ]
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+
+def _reports(
+    conn: Any, rules: RuleSet, period: Period, findings: list[Finding]
+) -> list[UserReport]:
+    sql = named_statements(_PACKAGE, "report.sql")
+    by_user: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for part in ("jobs", "steps", "gpus", "history"):
+        for row in _rows(conn, sql[part]):
+            by_user[row["user_name"]][part].append(row)
+    totals = {row["user_name"]: row for row in _rows(conn, sql["totals"])}
+    findings_by_user: dict[str, list[Finding]] = defaultdict(list)
+    for f in findings:
+        findings_by_user[f.user].append(f)
+    section_of = {r.id: r.section for r in rules.rules}
+
+    reports = []
+    for user in sorted(u for u in by_user if u is not None):
+        parts = by_user[user]
+        user_findings = findings_by_user.get(user, [])
+        problems = _problem_index(user_findings, section_of)
+        sections = [_section(spec.id, parts, problems, section_of) for spec in SECTIONS]
+        user_totals = {k: v for k, v in totals.get(user, {}).items() if k != "user_name"}
+        user_totals["findings"] = {
+            s: sum(1 for f in user_findings if f.severity == s) for s in SEVERITY_ORDER
+        }
+        jobs = [{k: v for k, v in row.items() if k != "user_name"} for row in parts["jobs"]]
+        reports.append(UserReport(user, period, user_findings, sections, jobs, user_totals))
+    return reports
+
+
+def _problem_index(
+    findings: list[Finding], section_of: dict[str, str]
+) -> dict[tuple[str, str, Any], list[str]]:
+    """(section, job_key, where) -> rule ids; where is None (job), (step, node) or a GPU."""
+    index: dict[tuple[str, str, Any], list[str]] = defaultdict(list)
+    for f in findings:
+        key = f.metrics["job_key"]
+        section = section_of[f.rule]
+        if f.gpu is not None:
+            index[(section, key, ("gpu", f.gpu))].append(f.rule)
+        elif f.step is not None:
+            index[(section, key, (f.step, f.node))].append(f.rule)
+        else:
+            index[(section, key, None)].append(f.rule)
+    return index
+
+
+def _section(
+    section_id: str,
+    parts: dict[str, list[dict[str, Any]]],
+    problems: dict[tuple[str, str, Any], list[str]],
+    section_of: dict[str, str],
+) -> SectionReport:
+    spec = next(s for s in SECTIONS if s.id == section_id)
+
+    def tagged(row: dict[str, Any], where: Any) -> dict[str, Any]:
+        rules = problems.get((section_id, row["job_key"], where), [])
+        return {**row, "job_id": row["job_id_display"], "problems": ", ".join(sorted(set(rules)))}
+
+    rows: list[dict[str, Any]] = []
+    if section_id == "resources":
+        steps_by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for step in parts["steps"]:
+            steps_by_job[step["job_key"]].append(step)
+        for job in parts["jobs"]:
+            rows.append(tagged({**job, "step": None, "node": job["peak_node"], "cores": job["ncpus"]}, None))
+            for step in steps_by_job.get(job["job_key"], []):
+                step_row = {**step, "cores": step["cpus_available"], "memory_fraction": None}
+                rows.append(tagged(step_row, (step["step"], step["node"])))
+    elif section_id == "gpu":
+        rows = [tagged(g, ("gpu", g["gpu_uuid"])) for g in parts["gpus"]]
+    else:
+        rows = [tagged(s, (s["step"], s["node"])) for s in parts["steps"] if s["sys_samples"]]
+
+    history_rows = []
+    for fam in parts["history"]:
+        if section_id == "gpu" and not fam["gpu_hours"]:
+            continue
+        if section_id == "system" and not fam["sys_samples"]:
+            continue
+        fam_rules = [r for r in (fam["rules"] or "").split(", ") if r]
+        history_rows.append({**fam, "problems": ", ".join(
+            r for r in fam_rules if section_of.get(r) == section_id)})
+    return SectionReport(
+        id=spec.id,
+        title=spec.title,
+        measures=spec.measures,
+        latest_concerning=make_table(spec.latest, [r for r in rows if r["problems"]]),
+        all_latest=make_table(spec.latest, rows),
+        history=make_table(spec.history, history_rows),
+    )
+
+
+# -- storing ---------------------------------------------------------------------------------
+
+
+def _persist(
+    store: Store,
+    rules: RuleSet,
+    period: Period,
+    user: str | None,
+    reports: list[UserReport],
+    findings: list[Finding],
+) -> None:
+    scope = "*" if user is None else user
+    with store.transaction() as conn:
+        for table in ("analysis_findings", "analysis_jobs"):
+            conn.execute(
+                f"DELETE FROM {table} WHERE period_id = ? AND (?::VARCHAR IS NULL OR user_name = ?)",
+                [period.id, user, user],
+            )
+        conn.execute(
+            "INSERT INTO analysis_findings SELECT ?, rule, severity, user_name, job_key, cluster,"
+            " job_id, step, node, gpu, job_name, account, metrics FROM tw_findings WHERE in_period",
+            [period.id],
+        )
+        conn.execute(
+            "INSERT INTO analysis_jobs SELECT ?, user_name, job_key, cluster, job_id, to_json(j)"
+            " FROM tw_job_metrics j WHERE in_period",
+            [period.id],
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO analysis_runs (period_id, user_scope, period_start, period_end,"
+            " rules_source, users, jobs, findings) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                period.id, scope, period.start, period.end, rules.source, len(reports),
+                sum(len(r.jobs) for r in reports), len(findings),
+            ],
+        )

@@ -1,0 +1,211 @@
+-- What the jobs in scope used, from their samples (tw_sessions) and accounting (tw_jobs).
+-- Rates come from deltas between consecutive samples of one (session, step) ordered by their
+-- real timestamps; idle samples count like any other. Thresholds come from tw_th (one row).
+
+-- name: step_usage
+-- Per job, step and node: CPU work, busy cores per sample, memory peak, system-time profile.
+CREATE OR REPLACE TEMP TABLE tw_step_usage AS
+WITH deltas AS (
+    SELECT s.job_key, x.node, x.step, x.ts, x.rss_bytes, x.largest_comm, x.largest_rss_bytes,
+           x.cpu_user_s, x.cpu_system_s,
+           coalesce(x.cpus_available, s.cores_available) AS cpus_available,
+           epoch(x.ts - lag(x.ts) OVER w) AS dt,
+           -- Counters only grow; a drop means a process left without being reaped in the tree.
+           greatest(x.cpu_user_s - lag(x.cpu_user_s) OVER w, 0) AS d_user,
+           greatest(x.cpu_system_s - lag(x.cpu_system_s) OVER w, 0) AS d_sys
+    FROM step_samples x
+    JOIN tw_sessions s USING (session_id)
+    WINDOW w AS (PARTITION BY x.session_id, x.step ORDER BY x.ts, x.seq)
+),
+rates AS (
+    SELECT *,
+           CASE WHEN dt > 0 THEN (d_user + d_sys) / dt END AS busy_cores,
+           CASE WHEN dt > 0 THEN d_sys / dt END AS sys_cores,
+           d_sys / nullif(d_user, 0) AS sys_ratio
+    FROM deltas
+),
+judged AS (
+    SELECT r.*,
+           r.sys_cores >= th.high_system_time__min_system_cores AND r.d_user > 0 AS sys_counted,
+           r.busy_cores > th.low_concurrency__max_busy_cores AS parallel
+    FROM rates r CROSS JOIN tw_th th
+)
+SELECT job_key, step, node,
+       count(*) AS samples,
+       coalesce(sum(dt), 0) AS span_s,
+       min(ts) AS first_ts,
+       max(ts) AS last_ts,
+       -- Work before the first sample is in the first cumulative reading.
+       sum(CASE WHEN dt IS NULL THEN cpu_user_s + cpu_system_s ELSE d_user + d_sys END) AS cpu_s,
+       sum(CASE WHEN dt IS NULL THEN cpu_system_s ELSE d_sys END) AS system_s,
+       sum(d_user + d_sys) / nullif(sum(dt), 0) AS mean_busy_cores,
+       max(busy_cores) AS max_busy_cores,
+       coalesce(sum(dt) FILTER (parallel), 0) AS parallel_s,
+       max(cpus_available) AS cpus_available,
+       max(rss_bytes) AS peak_rss_bytes,
+       arg_max(largest_comm, largest_rss_bytes) AS largest_comm,
+       count(*) FILTER (sys_counted) AS sys_samples,
+       count(*) FILTER (sys_counted AND sys_ratio > 0.1 AND sys_ratio <= 1 / 3) AS sys_10_33,
+       count(*) FILTER (sys_counted AND sys_ratio > 1 / 3 AND sys_ratio <= 2 / 3) AS sys_33_67,
+       count(*) FILTER (sys_counted AND sys_ratio > 2 / 3 AND sys_ratio <= 1) AS sys_67_100,
+       coalesce(sum(sys_ratio) FILTER (sys_counted AND sys_ratio > 1), 0) AS sys_over_100,
+       -- The old tool's weighting: 1 for (1/3, 2/3], 2 for (2/3, 1], 3 × ratio above 1.
+       count(*) FILTER (sys_counted AND sys_ratio > 1 / 3 AND sys_ratio <= 2 / 3)
+           + 2 * count(*) FILTER (sys_counted AND sys_ratio > 2 / 3 AND sys_ratio <= 1)
+           + 3 * coalesce(sum(sys_ratio) FILTER (sys_counted AND sys_ratio > 1), 0) AS sys_score
+FROM judged
+GROUP BY job_key, step, node;
+
+-- name: node_memory
+-- Per job and node: the peak of the memory all its steps held at the same sample round.
+CREATE OR REPLACE TEMP TABLE tw_node_memory AS
+SELECT job_key, node, max(rss_bytes) AS peak_rss_bytes, count(*) AS rounds
+FROM (
+    SELECT s.job_key, x.node, x.session_id, x.seq, sum(x.rss_bytes) AS rss_bytes
+    FROM step_samples x JOIN tw_sessions s USING (session_id)
+    GROUP BY ALL
+)
+GROUP BY job_key, node;
+
+-- name: gpu_usage
+-- Per job, node and GPU: utilisation over time, idle stretches, processes, power and energy.
+CREATE OR REPLACE TEMP TABLE tw_gpu_usage AS
+WITH g AS (
+    SELECT s.job_key, x.node, x.gpu_uuid, x.gpu_index, x.gpu_name, x.util_pct, x.power_w,
+           x.energy_j, x.sm_clock_mhz,
+           coalesce(len(x.job_pids), 0) > 0 AS has_job_process,
+           -- A sample stands for the time since the previous one (the first: one interval).
+           coalesce(epoch(x.ts - lag(x.ts) OVER w), s.interval_s) AS dt,
+           x.energy_j - lag(x.energy_j) OVER w AS d_energy_j,
+           -- Runs of idle samples share the count of busy samples seen before them.
+           sum((coalesce(x.util_pct, 0) > 0)::INTEGER) OVER w AS busy_before
+    FROM gpu_samples x
+    JOIN tw_sessions s USING (session_id)
+    WINDOW w AS (PARTITION BY s.job_key, x.node, x.gpu_uuid ORDER BY x.ts, x.seq)
+),
+idle_runs AS (
+    SELECT job_key, node, gpu_uuid, max(idle_s) AS longest_idle_s
+    FROM (
+        SELECT job_key, node, gpu_uuid, busy_before, sum(dt) AS idle_s
+        FROM g WHERE util_pct = 0 GROUP BY ALL
+    )
+    GROUP BY ALL
+)
+SELECT g.job_key, g.node, g.gpu_uuid,
+       min(g.gpu_index) AS gpu_index,
+       min(g.gpu_name) AS gpu_name,
+       count(*) AS samples,
+       count(g.util_pct) AS util_samples,
+       sum(g.dt) AS span_s,
+       sum(g.util_pct * g.dt) / nullif(sum(g.dt) FILTER (g.util_pct IS NOT NULL), 0) AS avg_util_pct,
+       max(g.util_pct) AS max_util_pct,
+       coalesce(sum(g.dt) FILTER (g.util_pct = 0), 0) AS idle_s,
+       coalesce(sum(g.dt) FILTER (g.util_pct < th.investigate_gpu_usage__low_util_pct), 0) AS low_s,
+       coalesce(any_value(r.longest_idle_s), 0) AS longest_idle_s,
+       count(*) FILTER (g.has_job_process) AS samples_with_process,
+       avg(g.sm_clock_mhz) AS avg_sm_clock_mhz,
+       avg(g.power_w) AS avg_power_w,
+       -- The NVML energy counter when it is read, else power integrated over time.
+       CASE WHEN count(g.energy_j) >= 2 THEN sum(greatest(g.d_energy_j, 0))
+            ELSE sum(g.power_w * g.dt) END AS energy_j
+FROM g
+CROSS JOIN tw_th th
+LEFT JOIN idle_runs r USING (job_key, node, gpu_uuid)
+GROUP BY g.job_key, g.node, g.gpu_uuid;
+
+-- name: gpu_levels
+-- Per job and node: how long 0, 1, 2 … of its GPUs were in use at once. A GPU is in use at a
+-- sample when a job process runs on it or its utilisation is above zero.
+CREATE OR REPLACE TEMP TABLE tw_gpu_levels AS
+WITH rounds AS (
+    SELECT s.job_key, x.node, x.session_id, x.seq, min(x.ts) AS ts, any_value(s.interval_s) AS interval_s,
+           count(*) FILTER (coalesce(len(x.job_pids), 0) > 0 OR x.util_pct > 0) AS in_use,
+           count(*) AS visible
+    FROM gpu_samples x JOIN tw_sessions s USING (session_id)
+    GROUP BY ALL
+),
+timed AS (
+    SELECT *, coalesce(epoch(ts - lag(ts) OVER (PARTITION BY session_id ORDER BY ts, seq)), interval_s) AS dt
+    FROM rounds
+),
+levels AS (
+    SELECT job_key, node, in_use, sum(dt) AS level_s, count(*) AS level_rounds, max(visible) AS visible
+    FROM timed GROUP BY ALL
+)
+SELECT job_key, node,
+       sum(level_rounds) AS rounds,
+       max(visible) AS gpus_visible,
+       max(in_use) AS max_in_use,
+       arg_max(level_s, in_use) AS max_in_use_s,
+       max(level_s) AS longest_level_s,
+       arg_max(in_use, level_s) AS most_common_in_use,
+       list({'in_use': in_use, 'seconds': round(level_s, 1)} ORDER BY in_use) AS histogram
+FROM levels
+GROUP BY job_key, node;
+
+-- name: jupyter
+CREATE OR REPLACE TEMP TABLE tw_jupyter AS
+SELECT s.job_key, p.step, s.node, min(p.comm) AS comm,
+       count(DISTINCT (p.pid, p.start_ticks)) AS processes, min(p.ts) AS first_seen
+FROM process_samples p
+JOIN tw_sessions s USING (session_id)
+CROSS JOIN tw_th th
+WHERE regexp_matches(p.comm, th.jupyter_on_compute__comm_pattern)
+GROUP BY ALL;
+
+-- name: job_metrics
+-- One row per job: the numbers reports show and rules judge, from the best source for each.
+CREATE OR REPLACE TEMP TABLE tw_job_metrics AS
+WITH sampled AS (
+    SELECT job_key, sum(cpu_s) AS cpu_s, sum(system_s) AS system_s,
+           max(samples) AS samples, min(first_ts) AS first_ts, max(last_ts) AS last_ts
+    FROM tw_step_usage GROUP BY job_key
+),
+memory AS (
+    SELECT job_key, max(peak_rss_bytes) AS peak_rss_bytes,
+           arg_max(node, peak_rss_bytes) AS peak_node
+    FROM tw_node_memory GROUP BY job_key
+),
+gpus AS (
+    SELECT job_key, count(*) AS gpus_seen, sum(energy_j) AS energy_j,
+           sum(avg_util_pct * span_s) / nullif(sum(span_s), 0) AS avg_util_pct,
+           bool_or(samples_with_process > 0 OR max_util_pct > 0) AS active
+    FROM tw_gpu_usage GROUP BY job_key
+),
+merged AS (
+    SELECT j.*,
+           coalesce(sp.samples, 0) AS samples,
+           -- Accounting has the whole run of a finished job; samples are all we have otherwise.
+           CASE WHEN j.has_accounting AND j.state <> 'RUNNING' AND j.acct_cpu_s IS NOT NULL
+                THEN j.acct_cpu_s ELSE greatest(j.acct_cpu_s, sp.cpu_s) END AS cpu_s,
+           CASE WHEN j.has_accounting AND j.state <> 'RUNNING' AND j.acct_cpu_s IS NOT NULL
+                THEN 'accounting' WHEN sp.cpu_s IS NOT NULL THEN 'samples' END AS cpu_source,
+           -- A running step's MaxRSS is NULL: the sampled peak still counts.
+           greatest(m.peak_rss_bytes, j.acct_peak_rss_bytes) AS peak_rss_bytes,
+           CASE WHEN coalesce(m.peak_rss_bytes, -1) >= coalesce(j.acct_peak_rss_bytes, -1)
+                THEN 'samples' ELSE 'accounting' END AS memory_source,
+           m.peak_node,
+           greatest(j.ngpus, coalesce(g.gpus_seen, 0)) AS gpus,
+           coalesce(g.active, FALSE) AS gpu_active,
+           g.avg_util_pct AS gpu_avg_util_pct,
+           coalesce(g.energy_j, 0) AS gpu_energy_j
+    FROM tw_jobs j
+    LEFT JOIN sampled sp USING (job_key)
+    LEFT JOIN memory m USING (job_key)
+    LEFT JOIN gpus g USING (job_key)
+)
+SELECT m.*,
+       m.cpu_s / nullif(m.elapsed_s * m.ncpus, 0) AS cpu_efficiency,
+       m.cpu_s / nullif(m.elapsed_s, 0) AS mean_busy_cores,
+       m.peak_rss_bytes / nullif(m.req_mem_per_node, 0) AS memory_fraction,
+       m.elapsed_s / nullif(m.time_limit_s, 0) AS time_limit_fraction,
+       m.elapsed_s * m.ncpus / 3600 AS core_hours,
+       m.cpu_s / 3600 AS busy_core_hours,
+       m.elapsed_s * m.gpus / 3600 AS gpu_hours,
+       coalesce(m.cpu_s, 0) * p.cpu_watts_per_core / 3600 AS cpu_energy_wh,
+       m.gpu_energy_j / 3600 AS gpu_energy_wh,
+       (coalesce(m.cpu_s, 0) * p.cpu_watts_per_core + m.gpu_energy_j) / 3600 AS energy_wh,
+       CASE WHEN p.grid_co2_g_per_kwh > 0 THEN
+           (coalesce(m.cpu_s, 0) * p.cpu_watts_per_core + m.gpu_energy_j) / 3.6e6 * p.grid_co2_g_per_kwh
+       END AS co2_g
+FROM merged m CROSS JOIN tw_params p;
