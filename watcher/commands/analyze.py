@@ -1,0 +1,176 @@
+"""``turingwatch analyze`` and ``turingwatch rules``: findings of a period, and the rules in force."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from watcher.cli import AppContext, pass_app
+from watcher.config import expand_path
+
+
+def _who(user: str | None, all_users: bool) -> str | None:
+    """None for every user, else the one user analysed."""
+    if user and all_users:
+        raise click.UsageError("--user and --all-users exclude each other")
+    if all_users:
+        return None
+    if user:
+        return user
+    # root (the admin) sees every user; anyone else their own jobs unless they ask for more.
+    return None if os.geteuid() == 0 else getpass.getuser()
+
+
+@click.command("analyze")
+@click.option(
+    "--period",
+    "period_spec",
+    metavar="ID",
+    help="2026-W47, 2026-11-22, 2026-11, current or previous "
+    "(default: the previous complete period of analysis.period).",
+)
+@click.option("--user", metavar="NAME", help="Only this user's jobs (default for non-root).")
+@click.option("--all-users", is_flag=True, help="Every user's jobs (default for root).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option("--bundle", is_flag=True, help="Also write the period bundle for letters and the web.")
+@click.option("-v", "--verbose", is_flag=True, help="A line per analysis step on stderr.")
+@pass_app
+def analyze(
+    app: AppContext,
+    period_spec: str | None,
+    user: str | None,
+    all_users: bool,
+    fmt: str,
+    bundle: bool,
+    verbose: bool,
+) -> None:
+    """Judge the jobs of a period against the rules and print the findings.
+
+    The findings are stored in the store too; analysing a period again replaces them.
+    """
+    from watcher.analysis.engine import AnalysisError, analyze_period
+    from watcher.analysis.model import to_json
+    from watcher.analysis.periods import PeriodError, parse_period
+    from watcher.analysis.rules import RuleError
+    from watcher.store import Store, StoreError
+
+    config = app.config
+    who = _who(user, all_users)
+    write_bundle = _bundle_writer() if bundle else None
+    try:
+        period = parse_period(period_spec, config.analysis.period, config.analysis.timezone)
+    except PeriodError as exc:
+        raise click.BadParameter(str(exc), param_hint="--period") from None
+
+    started = time.monotonic()
+    show = verbose or sys.stderr.isatty()
+
+    def progress(step: str) -> None:
+        if show:
+            click.echo(f"[{time.monotonic() - started:6.1f} s] {step}", err=True)
+
+    try:
+        with Store(
+            expand_path(config.store.path),
+            memory_limit=config.store.memory_limit,
+            threads=config.store.threads,
+        ) as store:
+            reports = analyze_period(store, config, period, user=who, progress=progress)
+    except (AnalysisError, RuleError, StoreError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+    findings = [f for report in reports for f in report.findings]
+    if fmt == "json":
+        click.echo(json.dumps(to_json(findings), indent=2))
+    else:
+        _print_text(period, reports)
+    if write_bundle is not None:
+        path = write_bundle(config, period, reports)
+        click.echo(f"bundle written to {path}", err=True)
+
+
+def _bundle_writer() -> Any:
+    try:
+        from watcher.letters.bundle import write_bundle
+    except ImportError as exc:
+        raise click.ClickException(
+            f"--bundle needs watcher.letters.bundle, which cannot be loaded: {exc}"
+        ) from None
+    return write_bundle
+
+
+def _print_text(period: Any, reports: list[Any]) -> None:
+    start = period.start.strftime("%Y-%m-%d %H:%M %Z")
+    end = period.end.strftime("%Y-%m-%d %H:%M %Z")
+    click.echo(f"period {period.id}: [{start}, {end})")
+    if not reports:
+        click.echo("no jobs in this period")
+        return
+    for report in reports:
+        t = report.totals
+        click.echo("")
+        click.echo(
+            f"{report.user}: {t.get('jobs', 0)} jobs, {t.get('core_hours') or 0:.1f} core-hours"
+            f" at {100 * (t.get('cpu_efficiency') or 0):.0f} % CPU efficiency,"
+            f" {t.get('energy_kwh') or 0:.2f} kWh"
+            + (f", {t['co2_kg']:.2f} kg CO2e" if t.get("co2_kg") is not None else "")
+            + f", {len(report.findings)} findings"
+        )
+        for f in report.findings:
+            where = f"job {f.job_id if f.job_id is not None else f.metrics.get('job_key')}"
+            if f.step is not None:
+                where += f" step {f.step}"
+            if f.gpu is not None:
+                where += f" gpu {f.metrics.get('gpu_index', f.gpu)}"
+            numbers = ", ".join(
+                f"{k}={v}" for k, v in f.metrics.items() if k != "job_key" and not isinstance(v, list | dict)
+            )
+            click.echo(f"  {f.severity:<7} {f.rule:<24} {where:<24} {numbers}")
+
+
+@click.command("rules")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@pass_app
+def rules(app: AppContext, fmt: str) -> None:
+    """List the rules in force: severity, thresholds, minimum runtime and exemptions."""
+    from watcher.analysis.model import to_json
+    from watcher.analysis.rules import RuleError, load_rules
+
+    try:
+        ruleset = load_rules(app.config)
+    except RuleError as exc:
+        raise click.ClickException(str(exc)) from None
+    if fmt == "json":
+        payload = {"source": ruleset.source, "exempt": ruleset.exempt, "rules": to_json(ruleset.rules)}
+        click.echo(json.dumps(payload, indent=2))
+        return
+    click.echo(f"# rules from {ruleset.source}")
+    everyone = {k: v for k, v in ruleset.exempt.items() if v}
+    if everyone:
+        click.echo(f"# exempt from every rule: {_exempt_text(everyone)}")
+    for rule in ruleset.rules:
+        state = "" if rule.enabled else "  (disabled)"
+        click.echo("")
+        click.echo(f"{rule.id}  [{rule.severity}, {rule.section}]  {rule.title}{state}")
+        details = [f"min runtime {rule.min_runtime_s:g} s"]
+        details += [f"{k} = {v}" for k, v in rule.thresholds.items()]
+        click.echo("    " + "; ".join(details))
+        if rule.suppressed_by:
+            click.echo(f"    not reported together with: {', '.join(rule.suppressed_by)}")
+        if rule.exempt:
+            click.echo(f"    exempt: {_exempt_text(rule.exempt)}")
+        click.echo(f"    {' '.join(rule.cause.split())}")
+
+
+def _exempt_text(exempt: dict[str, list[str]]) -> str:
+    return "; ".join(f"{kind} {', '.join(values)}" for kind, values in exempt.items() if values)
