@@ -109,6 +109,14 @@ def test_stepd_trees_of_a_recorded_job():
     assert steps.cpus == {}
 
 
+def test_ignored_pids_are_left_out_but_not_their_children():
+    finder = JobProcessFinder(14, str(JOB14), HYBRID, NO_SCONTROL, ignore_pids=[11636, 11655])
+    steps = finder.find()
+    assert steps.pids == {"batch": [11637, 11639, 11640, 11643], "0": [11656]}
+    finder = JobProcessFinder(14, str(JOB14), HYBRID, NO_SCONTROL, ignore_pids=[11655, 11656])
+    assert "0" not in finder.find().methods
+
+
 def test_another_job_on_the_same_node():
     assert find14(15).pids == {"batch": [12655, 12656]}
 
@@ -116,6 +124,14 @@ def test_another_job_on_the_same_node():
 def test_environment_is_read_only_for_the_jobs_user():
     finder = JobProcessFinder(14, str(JOB14), HYBRID, NO_SCONTROL, uid=4321)
     assert 11639 not in finder.find().all_pids()
+
+
+def test_processes_under_another_jobs_stepd_stay_that_jobs(tmp_path):
+    shutil.copytree(JOB14, tmp_path / "proc")
+    # A job-15 process whose environment (inherited from job 14's shell) names job 14.
+    (tmp_path / "proc/12656/environ").write_bytes(b"SLURM_JOB_ID=14\0")
+    steps = find_job_processes(14, str(tmp_path / "proc"), HYBRID, NO_SCONTROL)
+    assert 12656 not in steps.all_pids()
 
 
 def test_job_of_the_calling_process():

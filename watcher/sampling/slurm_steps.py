@@ -78,6 +78,12 @@ class StepMap:
         """pid -> step, for attributing per-process readings (GPU processes, for instance)."""
         return {pid: step for step, pids in self.pids.items() for pid in pids}
 
+    def drop(self, pids: frozenset[int]) -> None:
+        for step in list(self.pids):
+            self.pids[step] = [p for p in self.pids[step] if p not in pids]
+            if not self.pids[step]:
+                del self.pids[step], self.methods[step]
+
     def add(self, step: str, pids: Iterable[int], method: str) -> None:
         new = set(pids) - set(self.pids.get(step, ()))
         if not new:
@@ -89,7 +95,9 @@ class StepMap:
 
 
 @dataclass(slots=True)
-class _Proc:
+class ProcEntry:
+    """What ``/proc/<pid>/stat`` says about one process that the tree walk needs."""
+
     ppid: int
     comm: str
     start: int  # start time in clock ticks after boot: with the pid, names one process
@@ -103,22 +111,22 @@ def _read_bytes(path: str) -> bytes | None:
         return None
 
 
-def _parse_stat(data: bytes) -> _Proc | None:
+def _parse_stat(data: bytes) -> ProcEntry | None:
     # "pid (comm) state ppid ..."; comm may itself hold spaces and parentheses.
     head, paren, rest = data.rpartition(b")")
     if not paren:
         return None
     fields = rest.split()
     try:
-        return _Proc(ppid=int(fields[1]), comm=head.partition(b"(")[2].decode(errors="replace"),
+        return ProcEntry(ppid=int(fields[1]), comm=head.partition(b"(")[2].decode(errors="replace"),
                      start=int(fields[19]))
     except (IndexError, ValueError):
         return None
 
 
-def read_process_table(proc_root: str = PROC_ROOT) -> dict[int, _Proc]:
+def read_process_table(proc_root: str = PROC_ROOT) -> dict[int, ProcEntry]:
     """pid -> (ppid, comm, start) for every process; processes that vanish are skipped."""
-    table: dict[int, _Proc] = {}
+    table: dict[int, ProcEntry] = {}
     try:
         names = os.listdir(proc_root)
     except OSError:
@@ -217,8 +225,13 @@ class JobProcessFinder:
         scontrol: str = "scontrol",
         uid: int | None = None,
         env: Mapping[str, str] | None = None,
+        ignore_pids: Iterable[int] = (),
     ):
+        """``ignore_pids``: processes never reported (the watcher's own pid when it runs inside
+        the job); their children still are. ``uid``: the job's user, else learnt from its tasks.
+        """
         self.job_id = job_id if job_id is not None else calling_job_id(env, proc_root)
+        self.ignore_pids = frozenset(ignore_pids)
         self.proc_root = proc_root
         self.scontrol = scontrol
         # Whose processes may carry the job in their environment; learnt from the job's tasks.
@@ -244,6 +257,8 @@ class JobProcessFinder:
             self._find_in_process_table(steps)
         if not steps.pids:
             self._ask_scontrol(steps)
+        if self.ignore_pids:
+            steps.drop(self.ignore_pids)
         if in_cgroups:
             # task/cgroup may give steps a cpuset even where processes were found another way.
             for step in steps.pids:
@@ -261,20 +276,21 @@ class JobProcessFinder:
         for pid, proc in table.items():
             children.setdefault(proc.ppid, []).append(pid)
 
-        attributed: set[int] = set(titles)  # slurmstepd is never one of the job's processes
+        # Whatever hangs below a slurmstepd, of any job, needs no look at its environment.
+        attributed: set[int] = set(titles)
         for pid, title in titles.items():
-            parent_title = titles.get(table[pid].ppid)
             # Start at the top stepd of each step; its forked helpers carry the same title.
-            if title is None or title[0] != self.job_id or parent_title == title:
+            if title is None or titles.get(table[pid].ppid) == title:
                 continue
             tree = _descendants(pid, children)
             attributed |= tree
-            steps.add(title[1], (p for p in tree if p not in titles), "stepd-tree")
+            if title[0] == self.job_id:  # slurmstepd is never one of the job's processes
+                steps.add(title[1], (p for p in tree if p not in titles), "stepd-tree")
         self._learn_uid(steps.all_pids())
         self._find_by_environ(steps, table, attributed)
         self._forget_gone(table)
 
-    def _stepd_title(self, pid: int, proc: _Proc) -> tuple[int, str] | None:
+    def _stepd_title(self, pid: int, proc: ProcEntry) -> tuple[int, str] | None:
         key = (pid, proc.start)
         if key not in self._titles:
             data = _read_bytes(f"{self.proc_root}/{pid}/cmdline")
@@ -301,7 +317,7 @@ class JobProcessFinder:
                 return int(line.split()[1])
         return None
 
-    def _find_by_environ(self, steps: StepMap, table: dict[int, _Proc], attributed: set[int]):
+    def _find_by_environ(self, steps: StepMap, table: dict[int, ProcEntry], attributed: set[int]):
         """Processes of the job's user that left the stepd tree but kept SLURM_JOB_ID."""
         if self.uid is None:
             return
@@ -322,7 +338,7 @@ class JobProcessFinder:
         found = job_step_from_env(parse_environ(data)) if data else None
         return found[1] if found and found[0] == self.job_id else None
 
-    def _forget_gone(self, table: dict[int, _Proc]) -> None:
+    def _forget_gone(self, table: dict[int, ProcEntry]) -> None:
         for cache in (self._titles, self._environ_steps):
             for key in [k for k in cache if k[0] not in table or table[k[0]].start != k[1]]:
                 del cache[key]
