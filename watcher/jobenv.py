@@ -11,6 +11,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from watcher.sampling.slurm_steps import job_step_from_env, slurm_cpus_on_node
+
 _MIB = 1024 * 1024
 
 
@@ -37,22 +39,6 @@ def _int(value: str | None) -> int | None:
         return int(value) if value not in (None, "") else None
     except ValueError:
         return None
-
-
-def cpus_on_this_node(env: Mapping[str, str]) -> int | None:
-    """SLURM_CPUS_ON_NODE, else this node's entry of SLURM_JOB_CPUS_PER_NODE ("4(x2),2")."""
-    direct = _int(env.get("SLURM_CPUS_ON_NODE"))
-    if direct:
-        return direct
-    spec = env.get("SLURM_JOB_CPUS_PER_NODE", "")
-    counts: list[int] = []
-    for part in filter(None, spec.split(",")):
-        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
-        if not m:
-            return None
-        counts += [int(m.group(1))] * int(m.group(2) or 1)
-    node_index = _int(env.get("SLURM_NODEID")) or 0
-    return counts[node_index] if node_index < len(counts) else (counts[0] if counts else None)
 
 
 def requested_memory(env: Mapping[str, str], cpus: int | None) -> int | None:
@@ -111,14 +97,9 @@ def detect(env: Mapping[str, str] | None = None, *, query_slurm: bool = True) ->
         user = str(os.getuid())
     if job_id is None:
         return JobContext(None, None, None, node, user, None, None, None, None, None)
-    step = env.get("SLURM_STEP_ID")
-    if step is not None:
-        step = {"4294967294": "batch", "4294967292": "extern", "4294967291": "interactive"}.get(
-            step, step
-        )
-    else:
-        step = "batch"
-    cpus = cpus_on_this_node(env)
+    found = job_step_from_env(env)
+    step = found[1] if found else "batch"
+    cpus = slurm_cpus_on_node(env)
     return JobContext(
         job_id=job_id,
         step=step,

@@ -7,6 +7,7 @@ reaches the job. The spool is the only thing written while the job runs.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import threading
@@ -32,6 +33,25 @@ def warn(message: str) -> None:
         pass
 
 
+class AlreadyWatched(RuntimeError):
+    """Another watcher samples this job on this node (run and attach, or two attach)."""
+
+
+def _lock_node(path: Path) -> int:
+    """One watcher per node and output directory; the lock dies with the process."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise AlreadyWatched(f"this node is already watched into {path.parent} (pid {holder})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 class Watch:
     def __init__(
         self,
@@ -54,10 +74,12 @@ class Watch:
         self.gpu = gpu
         self.started_at = time.time()
         self.spool_path = output_dir / "spool" / f"{job.node}.{os.getpid()}.jsonl"
+        self._node_lock = _lock_node(output_dir / "spool" / f"{job.node}.lock")
         self.spool = SpoolWriter(self.spool_path)
         self._stop = threading.Event()
         self._lock = threading.Lock()     # one sample at a time: the loop's or the final one
         self._errors = 0
+        self.empty_rounds = 0             # consecutive samples that found none of the job
         self._reported: set[str] = set()
         self._thread: threading.Thread | None = None
         self.spool.write_session(
@@ -84,6 +106,15 @@ class Watch:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="turingwatch-sampler", daemon=True)
         self._thread.start()
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler: the loop ends at its next wake-up (within a second)."""
+        self._stop.set()
+
+    def wait(self) -> None:
+        """Block until the loop ends by itself (see should_stop_early) or is asked to stop."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=1.0)
 
     def _loop(self) -> None:
         try:  # a busy job should not wait for its watcher
@@ -128,6 +159,7 @@ class Watch:
                     self._stop.set()
                 return False
             self._errors = 0
+            self.empty_rounds = 0 if record.steps else self.empty_rounds + 1
             try:
                 self.spool.write_sample(record)
             except OSError as exc:

@@ -1,0 +1,35 @@
+"""What the watcher reads from Slurm's environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from watcher import jobenv
+
+
+def test_requested_memory():
+    assert jobenv.requested_memory({"SLURM_MEM_PER_NODE": "1024"}, 4) == 1 << 30
+    assert jobenv.requested_memory({"SLURM_MEM_PER_CPU": "512"}, 4) == 2 << 30
+    assert jobenv.requested_memory({"SLURM_MEM_PER_CPU": "512"}, None) is None
+    assert jobenv.requested_memory({}, 4) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1-00:00:00", 86400), ("02:03:04", 7384), ("10:30", 630), ("5", 300), ("2-12", 216000),
+     ("1-02:30", 95400), ("UNLIMITED", None), ("Partition_Limit", None), ("", None)],
+)
+def test_time_limits(text, seconds):
+    assert jobenv.parse_time_limit(text) == seconds
+
+
+def test_detect_inside_and_outside_slurm():
+    outside = jobenv.detect({"USER": "bob"}, query_slurm=False)
+    assert not outside.in_slurm and outside.job_id is None
+    inside = jobenv.detect(
+        {"SLURM_JOB_ID": "77", "SLURM_STEP_ID": "4294967291", "SLURM_CPUS_ON_NODE": "4",
+         "SLURM_MEM_PER_CPU": "256", "SLURMD_NODENAME": "n7", "SLURM_JOB_USER": "alice",
+         "SLURM_JOB_START_TIME": "1000", "SLURM_JOB_END_TIME": "4600"},
+    )
+    assert (inside.job_id, inside.step, inside.node, inside.user_name) == (77, "batch", "n7", "alice")
+    assert inside.mem_requested_bytes == 1 << 30 and inside.time_limit_s == 3600
