@@ -1,0 +1,167 @@
+"""The TL;DR: the period in a few sentences, then the few changes that matter most.
+
+Everything here is computed from the report; the wording says what was measured, with the
+numbers, so that a reader can check it against the tables further down.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from watcher.analysis.model import SEVERITY_ORDER, Finding, RuleInfo, UserReport
+from watcher.letters.formatting import duration, number, percent, plural, size
+
+Job = Mapping[str, Any]
+
+
+def _num(job: Job, key: str) -> float | None:
+    value = job.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _gpu_busy_hours(job: Job) -> float | None:
+    hours, util = _num(job, "gpu_hours"), _num(job, "gpu_avg_util_pct")
+    return None if hours is None or util is None else hours * util / 100
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A used-versus-reserved pair of job numbers, and how to say it."""
+
+    keywords: tuple[str, ...]           # rules whose id contains one are explained by it
+    used: Callable[[Job], float | None]
+    reserved: Callable[[Job], float | None]
+    words: str                          # a sentence with {used}, {reserved} and {share}
+    fmt: Callable[[Any], str]
+
+
+CORES = Usage(("cpu", "concurrency", "compute", "serial", "jupyter"),
+              lambda j: _num(j, "busy_core_hours"), lambda j: _num(j, "core_hours"),
+              "Together they used {used} of the {reserved} core-hours they reserved ({share}).",
+              number)
+GPUS = Usage(("gpu", "splitting"), _gpu_busy_hours, lambda j: _num(j, "gpu_hours"),
+             "Their GPUs were busy for {used} of the {reserved} GPU-hours reserved ({share}).",
+             number)
+MEMORY = Usage(("memory",), lambda j: _num(j, "peak_rss_bytes"),
+               lambda j: _num(j, "requested_mem_bytes"),
+               "Their memory peaks add up to {used} of the {reserved} they requested ({share}).",
+               size)
+TIME = Usage(("time_limit",), lambda j: _num(j, "elapsed_s"), lambda j: _num(j, "time_limit_s"),
+             "Together they ran for {used} of the {reserved} they asked for ({share}).",
+             duration)
+USAGES = (CORES, GPUS, MEMORY, TIME)
+
+
+@dataclass(frozen=True)
+class Advice:
+    """One change the reader should make, with the evidence for it."""
+
+    rule: RuleInfo
+    jobs: int
+    evidence: str | None     # "Together they used 370 of the 4,096 core-hours … (9%)."
+    first_step: str          # the first sentence of the rule's solution
+    anchor: str              # where the full explanation is in the letter
+    used_share: float        # used / reserved behind the evidence; 1.0 when there is none
+
+
+def problem_anchor(rule_id: str) -> str:
+    return "problem-" + re.sub(r"[^a-z0-9]+", "-", rule_id.lower()).strip("-")
+
+
+def first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    match = re.match(r"(.+?[.!?])(\s|$)", text)
+    return match.group(1) if match else text
+
+
+def measure(jobs: Sequence[Job], usage: Usage) -> tuple[str, float] | None:
+    """The usage sentence over ``jobs`` (those with both numbers) and the used share."""
+    pairs = [(usage.used(j), usage.reserved(j)) for j in jobs]
+    pairs = [(u, r) for u, r in pairs if u is not None and r is not None]
+    used, reserved = sum(u for u, _ in pairs), sum(r for _, r in pairs)
+    if not pairs or reserved <= 0:
+        return None
+    share = used / reserved
+    text = usage.words.format(used=usage.fmt(used), reserved=usage.fmt(reserved),
+                              share=percent(100 * share))
+    return text, share
+
+
+def jobs_of(findings: Sequence[Finding], jobs: Sequence[Job]) -> list[Job]:
+    """The report's job rows that the findings are about (by job key, else by job id)."""
+    by_key = {j.get("job_key"): j for j in jobs if j.get("job_key") is not None}
+    by_id = {(j.get("cluster"), j.get("job_id")): j for j in jobs}
+    found: dict[int, Job] = {}
+    for f in findings:
+        job = by_key.get(f.metrics.get("job_key")) or by_id.get((f.cluster, f.job_id))
+        if job is not None:
+            found[id(job)] = job
+    return list(found.values())
+
+
+def evidence(rule_id: str, findings: Sequence[Finding], jobs: Sequence[Job]
+             ) -> tuple[str | None, float]:
+    """The numbers behind a rule: the usage pair its id names, over the jobs it flagged."""
+    for usage in USAGES:
+        if any(word in rule_id for word in usage.keywords):
+            said = measure(jobs_of(findings, jobs), usage)
+            if said:
+                return said
+            break
+    return None, 1.0
+
+
+def fallback_rule(rule_id: str, severity: str) -> RuleInfo:
+    """For a finding whose rule the rule set does not describe (renamed, or from a plug-in)."""
+    return RuleInfo(
+        id=rule_id, title=rule_id.replace("_", " ").capitalize(), section="other",
+        severity=severity,  # type: ignore[arg-type]
+        cause="", impact="", solution="", solution_type="other",
+    )
+
+
+def pick_advice(
+    report: UserReport, rules: Mapping[str, RuleInfo], limit: int = 3
+) -> list[Advice]:
+    """The ``limit`` most important problems: most severe, then most jobs, then most waste.
+
+    Waste is compared as the share of the reservation left unused, which is unit-free: a
+    memory rule and a core rule of the same severity can be ranked against each other.
+    """
+    by_rule: dict[str, list[Finding]] = defaultdict(list)
+    for finding in report.findings:
+        by_rule[finding.rule].append(finding)
+    advice = []
+    for rule_id, found in by_rule.items():
+        rule = rules.get(rule_id) or fallback_rule(rule_id, found[0].severity)
+        jobs = {(f.cluster, f.job_id) for f in found if f.job_id is not None}
+        said, share = evidence(rule_id, found, report.jobs)
+        advice.append(Advice(rule, len(jobs) or len(found), said, first_sentence(rule.solution),
+                             problem_anchor(rule_id), share))
+    advice.sort(key=lambda a: (
+        SEVERITY_ORDER.get(a.rule.severity, 9), -a.jobs, a.used_share, a.rule.id
+    ))
+    return advice[:limit]
+
+
+def headline(report: UserReport) -> list[str]:
+    """A few sentences on the whole period, from the report's jobs and totals."""
+    totals = report.totals
+    count = totals.get("jobs")
+    count = int(count) if isinstance(count, int | float) else len(report.jobs)
+    sentences = [f"You ran {plural(count, 'job')} in this period."]
+    for usage in (CORES, GPUS):
+        said = measure(report.jobs, usage)
+        if said:
+            sentences.append(said[0])
+    energy, co2 = totals.get("energy_kwh"), totals.get("co2_kg")
+    if isinstance(energy, int | float) and energy > 0:
+        line = f"They used about {number(float(energy))} kWh of electricity"
+        if isinstance(co2, int | float) and co2 > 0:
+            line += f", about {number(float(co2))} kg of CO₂"
+        sentences.append(line + ".")
+    return sentences

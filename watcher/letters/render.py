@@ -1,0 +1,133 @@
+"""Render one user's letter: charts, HTML (styles inlined by css-inline) and plain text."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import css_inline
+import jinja2
+
+from watcher.analysis.model import RuleInfo, UserReport
+from watcher.config import Config, expand_path
+from watcher.letters.charts import letter_charts
+from watcher.letters.formatting import plural
+from watcher.letters.markup import light_markdown, plain
+from watcher.letters.view import LetterError, LetterView, TableView, build_view
+
+HTML_TEMPLATE, TEXT_TEMPLATE = "letter.html.j2", "letter.txt.j2"
+_TEXT_CELL_MAX = 38
+
+
+@dataclass(frozen=True)
+class RenderedLetter:
+    """A letter ready to be bundled or mailed."""
+
+    user: str
+    period: str
+    subject: str
+    html: str                    # styles inlined; charts referenced as cid:<content id>
+    text: str
+    images: dict[str, bytes]     # content id (without angle brackets) -> PNG
+    problems: int                # kinds of problem found; 0 for an "all good" letter
+
+    @property
+    def analysis_id(self) -> str:
+        return f"{self.period}:{self.user}"
+
+
+def shipped_templates() -> Path:
+    """``watcher/templates`` when installed, else ``templates/`` at the top of the source tree."""
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "templates", package.parent / "templates"):
+        if (candidate / HTML_TEMPLATE).is_file():
+            return candidate
+    raise LetterError(f"letter templates not found next to {package}")
+
+
+def text_table(table: TableView) -> str:
+    """A table as aligned plain-text columns, long cells shortened."""
+    def short(text: str) -> str:
+        return text if len(text) <= _TEXT_CELL_MAX else text[: _TEXT_CELL_MAX - 1] + "…"
+
+    header = [c.heading for c in table.columns]
+    # Badge lists are not shortened: they are the point of the row, and the last column.
+    body = [
+        [", ".join(b.title for b in cell.badges) if cell.badges else short(cell.text)
+         for cell in row]
+        for row in table.rows
+    ]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    numeric = [c.numeric for c in table.columns]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            cell.rjust(w) if num else cell.ljust(w)
+            for cell, w, num in zip(cells, widths, numeric, strict=True)
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in body)])
+
+
+@lru_cache(maxsize=8)
+def environment(override_dir: str = "") -> jinja2.Environment:
+    """Templates from ``site.templates_dir`` first, then the shipped ones."""
+    loaders: list[jinja2.BaseLoader] = []
+    if override_dir:
+        loaders.append(jinja2.FileSystemLoader(expand_path(override_dir)))
+    loaders.append(jinja2.FileSystemLoader(shipped_templates()))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=lambda name: name is None or not name.endswith(".txt.j2"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=False,
+        lstrip_blocks=False,
+    )
+    env.filters["plural"] = plural
+    env.filters["text_table"] = text_table
+    env.filters["md"] = light_markdown
+    env.filters["plain"] = plain
+    return env
+
+
+@lru_cache(maxsize=1)
+def _inliner() -> css_inline.CSSInliner:
+    # @media rules (dark mode, narrow screens) cannot be inlined: they stay in <style>.
+    return css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+
+
+def content_id(name: str, period: str, user: str) -> str:
+    """A Content-ID unique to this image of this letter (RFC 2392 wants an addr-spec shape)."""
+    safe = re.sub(r"[^A-Za-z0-9.-]+", "-", f"{name}.{period}.{user}")
+    return f"{safe}@turingwatch"
+
+
+def render_view(view: LetterView, config: Config) -> RenderedLetter:
+    env = environment(config.site.templates_dir)
+    cids = {c.name: content_id(c.name, view.period_id, view.user) for c in view.charts}
+    try:
+        html = env.get_template(HTML_TEMPLATE).render(v=view, cids=cids)
+        text = env.get_template(TEXT_TEMPLATE).render(v=view)
+    except jinja2.TemplateError as exc:
+        where = f" ({exc.filename}:{exc.lineno})" if isinstance(
+            exc, jinja2.TemplateSyntaxError) else ""
+        raise LetterError(f"letter template error{where}: {exc}") from exc
+    try:
+        html = _inliner().inline(html)
+    except css_inline.InlineError as exc:
+        raise LetterError(f"cannot inline the letter's styles: {exc}") from exc
+    images = {cids[c.name]: c.png for c in view.charts}
+    return RenderedLetter(view.user, view.period_id, view.subject, html, text.strip() + "\n",
+                          images, view.problem_count)
+
+
+def render_letter(
+    report: UserReport, rules: Mapping[str, RuleInfo], config: Config
+) -> RenderedLetter:
+    """One user's letter for one period, from the analysis report and the rules' texts."""
+    charts = letter_charts(report.jobs) if config.site.letter_charts else []
+    return render_view(build_view(report, rules, config, charts), config)

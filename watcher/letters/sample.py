@@ -1,0 +1,166 @@
+"""A made-up but realistic report: for letter previews, the tests and the benchmark.
+
+It has the shape the analysis engine gives (the tables come from watcher.analysis.sections,
+the job numbers carry the engine's keys, the findings name the shipped rules), and its numbers
+come from a seeded generator, so every run sees the same letters.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from watcher.analysis.model import SEVERITY_ORDER, Finding, Period, SectionReport, UserReport
+from watcher.analysis.sections import SECTIONS, make_table
+
+SAMPLE_PERIOD = Period(
+    "2026-W47", datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 23, tzinfo=UTC)
+)
+SEVERITY = {
+    "cpu_underuse": "serious", "memory_underuse": "medium", "time_limit_underuse": "info",
+    "gpu_never_used": "serious", "investigate_gpu_usage": "medium",
+    "high_system_time": "info", "jupyter_on_compute": "medium",
+}
+SECTION = {
+    "cpu_underuse": "resources", "memory_underuse": "resources",
+    "time_limit_underuse": "resources", "jupyter_on_compute": "resources",
+    "gpu_never_used": "gpu", "investigate_gpu_usage": "gpu", "high_system_time": "system",
+}
+_NAMES = ("train_resnet.sh", "preprocess.py", "md_run", "assemble.sbatch", "jupyter",
+          "blast_array", "render_frames", "fit_model.R", "cp2k.sh", "postprocess")
+GIB = 2**30
+
+
+def _job(rng: random.Random, job_id: int, start: datetime) -> dict[str, Any]:
+    name = rng.choice(_NAMES)
+    cores = rng.choice((1, 4, 8, 16, 32, 64))
+    elapsed = rng.randint(300, 36 * 3600)
+    limit = max(elapsed, rng.choice((4, 24, 48, 72)) * 3600)
+    busy = min(cores, max(0.05, rng.betavariate(1.2, 2.5) * cores * rng.choice((0.2, 1, 1))))
+    gpus = rng.choice((0, 1, 4)) if name in ("train_resnet.sh", "jupyter", "md_run") else 0
+    requested = cores * rng.choice((2, 4, 8)) * GIB
+    peak = int(requested * rng.uniform(0.03, 0.95))
+    hours = elapsed / 3600
+    util = round(rng.choice((0.0, rng.uniform(2, 30), rng.uniform(30, 97))), 1) if gpus else None
+    energy = busy * 10 * hours + gpus * 250 * hours * ((util or 0) / 100 + 0.2)
+    return {
+        "job_key": f"turing:{job_id}", "cluster": "turing", "job_id": job_id,
+        "job_id_display": str(job_id), "job_name": name, "state": "COMPLETED",
+        "submit_line": f"sbatch --cpus-per-task={cores} {name}",
+        "start_time": start, "end_time": start + timedelta(seconds=elapsed),
+        "elapsed_s": elapsed, "time_limit_s": limit, "time_limit_fraction": elapsed / limit,
+        "nnodes": 1, "ncpus": cores, "gpus": gpus, "cpu_efficiency": round(busy / cores, 4),
+        "mean_busy_cores": round(busy, 2), "peak_rss_bytes": peak, "peak_node": "node07",
+        "requested_mem_bytes": requested, "memory_fraction": round(peak / requested, 4),
+        "core_hours": round(cores * hours, 3), "busy_core_hours": round(busy * hours, 3),
+        "gpu_hours": round(gpus * hours, 3), "gpu_avg_util_pct": util,
+        "energy_wh": round(energy, 2), "co2_g": round(energy * 0.3, 1),
+    }
+
+
+def _rules_for(job: dict[str, Any]) -> list[str]:
+    rules = []
+    if job["ncpus"] > 1 and job["cpu_efficiency"] < 0.5:
+        rules.append("cpu_underuse")
+    if job["memory_fraction"] < 0.75 and job["requested_mem_bytes"] - job["peak_rss_bytes"] > GIB:
+        rules.append("memory_underuse")
+    if job["time_limit_fraction"] < 0.75 and job["time_limit_s"] - job["elapsed_s"] > 1800:
+        rules.append("time_limit_underuse")
+    if job["job_name"] == "jupyter":
+        rules.append("jupyter_on_compute")
+    util = job["gpu_avg_util_pct"]
+    if util is not None:
+        rules.append("gpu_never_used" if util == 0 else
+                     "investigate_gpu_usage" if util < 30 else "")
+    if job["job_id"] % 7 == 0:
+        rules.append("high_system_time")
+    return [r for r in rules if r]
+
+
+def _finding(rule: str, job: dict[str, Any], user: str, period: Period) -> Finding:
+    metrics: dict[str, Any] = {"job_key": job["job_key"]}
+    if rule == "cpu_underuse":
+        metrics.update(cpu_efficiency=job["cpu_efficiency"], cores=job["ncpus"],
+                       mean_busy_cores=job["mean_busy_cores"], elapsed_s=job["elapsed_s"])
+    elif rule == "memory_underuse":
+        metrics.update(peak_rss_bytes=job["peak_rss_bytes"],
+                       requested_bytes=job["requested_mem_bytes"],
+                       memory_fraction=job["memory_fraction"])
+    elif rule == "time_limit_underuse":
+        metrics.update(elapsed_s=job["elapsed_s"], time_limit_s=job["time_limit_s"])
+    return Finding(rule, SEVERITY[rule], user, job["job_id"],  # type: ignore[arg-type]
+                   "batch" if rule == "high_system_time" else None, job["cluster"],
+                   node="node07", gpu="GPU-0" if SECTION[rule] == "gpu" else None,
+                   job_name=job["job_name"], account="physics", period=period.id,
+                   metrics=metrics)
+
+
+def sample_report(user: str = "alice", jobs: int = 24, seed: int = 47,
+                  period: Period = SAMPLE_PERIOD) -> UserReport:
+    """A report for ``user`` with ``jobs`` jobs: three sections, every severity."""
+    rng = random.Random(f"{seed}:{user}")
+    span = (period.end - period.start) / max(jobs, 1)
+    all_jobs = [_job(rng, 4_100_000 + rng.randint(0, 899_999), period.start + span * i)
+                for i in range(jobs)]
+    rules = {job["job_key"]: _rules_for(job) for job in all_jobs}
+    findings = [_finding(r, job, user, period) for job in all_jobs for r in rules[job["job_key"]]]
+    findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], f.job_id or 0, f.rule))
+
+    def problems(job: dict[str, Any], section: str) -> str:
+        return ", ".join(sorted(r for r in rules[job["job_key"]] if SECTION[r] == section))
+
+    resources = [{**j, "job_id": j["job_id_display"], "step": None, "node": "node07",
+                  "cores": j["ncpus"], "max_busy_cores": round(j["mean_busy_cores"] * 1.3, 2),
+                  "problems": problems(j, "resources")} for j in all_jobs]
+    gpus = [{**j, "job_id": j["job_id_display"], "node": "node07", "gpu_index": 0,
+             "gpu_name": "NVIDIA A100-SXM4-40GB", "avg_util_pct": j["gpu_avg_util_pct"],
+             "idle_fraction": round(1 - j["gpu_avg_util_pct"] / 100, 4) / 2,
+             "low_fraction": 0.1, "longest_idle_fraction": 0.2, "avg_sm_clock_mhz": 1410,
+             "avg_power_w": 95.5, "problems": problems(j, "gpu")}
+            for j in all_jobs if j["gpus"]]
+    system = [{**j, "job_id": j["job_id_display"], "step": "batch", "node": "node07",
+               "sys_samples": 40, "sys_10_33": 12, "sys_33_67": 20, "sys_67_100": 8,
+               "sys_over_100": 0.0, "sys_score": 76.0, "system_share": 0.41,
+               "problems": problems(j, "system")} for j in all_jobs if j["job_id"] % 7 == 0]
+    families: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for job in all_jobs:
+        families[(job["job_name"], job["submit_line"])].append(job)
+    history = []
+    for (name, _), members in sorted(families.items(), key=lambda kv: kv[0]):
+        core_hours = sum(j["core_hours"] for j in members)
+        history.append({
+            "job_name": name, "submissions": len(members), "jobs": len(members) * 3,
+            "last_job_id": members[-1]["job_id_display"], "core_hours": round(core_hours, 3),
+            "cpu_efficiency": round(sum(j["busy_core_hours"] for j in members) / core_hours, 4),
+            "max_memory_fraction": max(j["memory_fraction"] for j in members),
+            "avg_time_limit_fraction": sum(j["time_limit_fraction"] for j in members)
+            / len(members),
+            "gpu_hours": sum(j["gpu_hours"] for j in members), "sys_samples": 0,
+            "problems": ", ".join(sorted({r for j in members for r in rules[j["job_key"]]
+                                          if SECTION[r] == "resources"})),
+        })
+    history.sort(key=lambda f: -f["core_hours"])
+    rows = {"resources": resources, "gpu": gpus, "system": system}
+    sections = [
+        SectionReport(
+            spec.id, spec.title, spec.measures,
+            make_table(spec.latest, [r for r in rows[spec.id] if r["problems"]]),
+            make_table(spec.latest, rows[spec.id]),
+            make_table(spec.history, history if spec.id == "resources" else []),
+        )
+        for spec in SECTIONS
+    ]
+    core_hours = sum(j["core_hours"] for j in all_jobs)
+    busy = sum(j["busy_core_hours"] for j in all_jobs)
+    totals = {
+        "jobs": len(all_jobs), "submissions": len(all_jobs),
+        "core_hours": round(core_hours, 3), "busy_core_hours": round(busy, 3),
+        "cpu_efficiency": round(busy / core_hours, 4) if core_hours else None,
+        "gpu_hours": round(sum(j["gpu_hours"] for j in all_jobs), 3),
+        "energy_kwh": round(sum(j["energy_wh"] for j in all_jobs) / 1000, 4),
+        "co2_kg": round(sum(j["co2_g"] for j in all_jobs) / 1000, 4),
+        "findings": {s: sum(1 for f in findings if f.severity == s) for s in SEVERITY_ORDER},
+    }
+    return UserReport(user, period, findings, sections, all_jobs, totals)

@@ -1,0 +1,361 @@
+"""The letter as the templates see it: every word and number decided here, in plain Python.
+
+Templates only lay out what this module computes, which keeps them readable and lets the
+tests check the letter's content without parsing HTML.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from watcher.analysis.model import (
+    SEVERITY_ORDER,
+    Period,
+    RuleInfo,
+    SectionReport,
+    Table,
+    UserReport,
+)
+from watcher.config import Config
+from watcher.letters.charts import Chart
+from watcher.letters.digest import Advice, fallback_rule, headline, pick_advice, problem_anchor
+from watcher.letters.formatting import by_name, plural
+
+SEVERITY_LABELS = {"serious": "Serious", "medium": "Medium", "info": "Info"}
+# Columns whose cells hold a list of rule ids, drawn as badges.
+PROBLEM_COLUMNS = ("problems", "findings", "rules")
+# Columns whose value is a job id, linked to the web site's job page when site.job_url is set.
+JOB_COLUMNS = ("job_id", "job", "last_job_id")
+# The columns a letter shows when a table has them: enough to see each problem, few enough to
+# fit the page. The bundle and the web site keep every column.
+LETTER_COLUMNS = frozenset((
+    "job_id", "step", "job_name", "elapsed_s", "time_limit_fraction", "cores",
+    "cpu_efficiency", "peak_rss_bytes", "requested_mem_bytes",
+    "jobs", "core_hours", "max_memory_fraction", "avg_time_limit_fraction",
+    "gpu_index", "gpu_name", "avg_util_pct", "idle_fraction", "longest_idle_fraction",
+    "gpu_hours", "gpu_avg_util_pct", "gpu_idle_fraction",
+    "sys_samples", "sys_score", "system_share", *PROBLEM_COLUMNS,
+))
+TABLE_KINDS = (
+    ("latest_concerning", "Jobs of this period with problems",
+     "The jobs that ended in this period and in which a check found something to improve."),
+    ("all_latest", "All jobs of this period",
+     "Every job of yours that ended in this period, with or without problems."),
+    ("history", "Across your history",
+     "Your jobs grouped by name and command over everything measured so far, so that a habit "
+     "shows even when each single job looks small."),
+)
+SOLUTION_KINDS = {
+    "code_or_request": "Usually fixed in the job script: the resources it requests, or how the "
+                       "program uses them.",
+    "profiling": "Profiling the program shows where the time goes; the support team can help.",
+    "consultation": "Worth a conversation with the support team, who can look at it with you.",
+}
+
+
+class LetterError(ValueError):
+    """A letter cannot be rendered (a bad template, a bad subject in the configuration)."""
+
+
+@dataclass(frozen=True)
+class Badge:
+    rule_id: str
+    title: str
+    severity: str
+    anchor: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    href: str | None = None
+    badges: tuple[Badge, ...] = ()
+    numeric: bool = False
+    mono: bool = False
+
+
+@dataclass(frozen=True)
+class Column:
+    id: str
+    heading: str
+    help: str
+    anchor: str | None          # where its explanation is; None when it has none
+    numeric: bool
+    badges: bool = False        # its cells are problem badges
+
+
+@dataclass
+class TableView:
+    kind: str
+    title: str
+    intro: str
+    anchor: str
+    columns: list[Column]
+    rows: list[list[Cell]]
+    row_severity: list[str | None]
+    hidden_rows: int            # rows left out because of site.letter_max_rows
+
+
+@dataclass
+class ProblemView:
+    rule: RuleInfo
+    anchor: str
+    jobs: int
+    fix_kind: str | None
+
+
+@dataclass
+class SectionView:
+    id: str
+    title: str
+    measures: str
+    anchor: str
+    tables: list[TableView]
+    columns: list[Column]       # every explained column, once
+    problems: list[ProblemView]
+    severity_counts: dict[str, int]
+
+
+@dataclass
+class LetterView:
+    site: str
+    user: str
+    period_id: str
+    period_label: str
+    analysis_id: str
+    subject: str
+    preheader: str
+    headline: list[str]
+    advice: list[Advice]
+    charts: list[Chart]
+    news: list[str]
+    sections: list[SectionView]
+    other_problems: list[ProblemView]     # fired rules whose section is not in the report
+    problem_count: int
+    jobs_with_problems: int
+    feedback_url: str | None
+    letter_url: str | None
+    contact: str
+    contact_href: str | None
+    severity_labels: dict[str, str] = field(default_factory=lambda: dict(SEVERITY_LABELS))
+
+    @property
+    def all_good(self) -> bool:
+        return self.problem_count == 0
+
+
+def anchor_id(*parts: str) -> str:
+    return "-".join(re.sub(r"[^a-z0-9]+", "-", p.lower()).strip("-") for p in parts)
+
+
+def period_label(period: Period) -> str:
+    """'2026-W47, 16–22 Nov 2026': the id people can quote, then the dates it covers."""
+    first, last = period.start, period.end - timedelta(seconds=1)
+    if first.date() == last.date():
+        return f"{period.id}, {first:%-d %b %Y}"
+    if (first.year, first.month) == (last.year, last.month):
+        return f"{period.id}, {first:%-d}–{last:%-d %b %Y}"
+    if first.year == last.year:
+        return f"{period.id}, {first:%-d %b} – {last:%-d %b %Y}"
+    return f"{period.id}, {first:%-d %b %Y} – {last:%-d %b %Y}"
+
+
+def with_query(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def fill(template: str, key: str, **values: Any) -> str:
+    """``str.format`` for a configured template, with an error that names the setting."""
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError, ValueError) as exc:
+        fields = ", ".join("{" + name + "}" for name in values)
+        raise LetterError(f"{key}: cannot fill {template!r} ({exc}); use {fields}") from None
+
+
+def _fields_known(template: str, allowed: Sequence[str]) -> None:
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is not None and name not in allowed:
+            raise LetterError(f"unknown placeholder {{{name}}} in {template!r}")
+
+
+def letter_columns(table: Table) -> list[str]:
+    """The table's columns a letter shows: the LETTER_COLUMNS it has, less those that would be
+    empty in every row; all its columns when it has none of them (a table this module does not
+    know yet)."""
+    def says_something(column: str) -> bool:
+        return any(row.get(column) not in (None, "") for row in table.rows)
+
+    known = [c for c in table.columns if c in LETTER_COLUMNS]
+    return [c for c in (known or table.columns) if says_something(c)]
+
+
+def heading(table: Table, column: str) -> str:
+    """The column's heading, less a unit the cells now show themselves ("Elapsed (s)")."""
+    text = table.headings.get(column) or column.replace("_", " ").capitalize()
+    text = re.sub(r"\s*\((s|Wh|kWh|W|MHz)\)$", "", text)
+    return text.replace(" %)", ")")
+
+
+def _is_numeric_column(table: Table, column: str) -> bool:
+    values = [row.get(column) for row in table.rows if row.get(column) is not None]
+    return bool(values) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    )
+
+
+class _Builder:
+    """Turns one UserReport into a LetterView; holds what the pieces share."""
+
+    def __init__(
+        self, report: UserReport, rules: Mapping[str, RuleInfo], config: Config,
+        charts: list[Chart],
+    ) -> None:
+        self.report, self.rules, self.config, self.charts = report, rules, config, charts
+        self.explained: dict[str, ProblemView] = {}   # rule id -> its explanation, once
+
+    def rule(self, rule_id: str, severity: str = "info") -> RuleInfo:
+        return self.rules.get(rule_id) or fallback_rule(rule_id, severity)
+
+    def badge(self, rule_id: str) -> Badge:
+        rule = self.rule(rule_id)
+        return Badge(rule_id, rule.title, rule.severity, problem_anchor(rule_id))
+
+    def job_href(self, row: Mapping[str, Any], job_id: Any) -> str | None:
+        site = self.config.site
+        if not site.job_url or job_id is None:
+            return None
+        return fill(site.job_url, "site.job_url", job_id=job_id, cluster=row.get("cluster") or "",
+                    user=self.report.user, web_url=site.web_url.rstrip("/"))
+
+    def cell(self, column: Column, row: Mapping[str, Any]) -> Cell:
+        value = row.get(column.id)
+        if column.id in PROBLEM_COLUMNS:
+            # The engine joins rule ids with ", "; a list is accepted as well.
+            ids = value if isinstance(value, list | tuple) else str(value or "").split(",")
+            ids = [i.strip() for i in ids if i and i.strip()]
+            badges = tuple(sorted(
+                (self.badge(str(r)) for r in ids),
+                key=lambda b: (SEVERITY_ORDER.get(b.severity, 9), b.title),
+            ))
+            return Cell("" if badges else "–", badges=badges)
+        text = by_name(column.id, value)
+        if column.id in JOB_COLUMNS:
+            return Cell(text, href=self.job_href(row, value), numeric=False)
+        mono = isinstance(value, str) and (len(value) > 40 or "/" in value or " -" in value)
+        return Cell(text, numeric=column.numeric, mono=mono)
+
+    def table(self, section: SectionReport, kind: str, title: str, intro: str,
+              table: Table) -> TableView:
+        columns = [
+            Column(
+                c, heading(table, c), table.help.get(c, ""),
+                anchor_id(section.id, "col", c) if table.help.get(c) else None,
+                c not in JOB_COLUMNS and _is_numeric_column(table, c),
+                c in PROBLEM_COLUMNS,
+            )
+            for c in letter_columns(table)
+        ]
+        limit = self.config.site.letter_max_rows
+        rows, severities = [], []
+        for row in table.rows[:limit]:
+            cells = [self.cell(c, row) for c in columns]
+            rows.append(cells)
+            found = [b.severity for cell in cells for b in cell.badges]
+            severities.append(min(found, key=lambda s: SEVERITY_ORDER.get(s, 9)) if found else None)
+        return TableView(kind, title, intro, anchor_id(section.id, kind), columns, rows, severities,
+                         max(len(table.rows) - limit, 0))
+
+    def problems_in(self, section_id: str, referenced: list[str]) -> list[ProblemView]:
+        """Explanations for the rules that fired in this section or that its tables name."""
+        jobs: dict[str, set[tuple[Any, Any]]] = {}
+        for f in self.report.findings:
+            jobs.setdefault(f.rule, set()).add((f.cluster, f.job_id))
+        fired = [r for r in dict.fromkeys(f.rule for f in self.report.findings)
+                 if self.rule(r).section == section_id]
+        out = []
+        for rule_id in dict.fromkeys(fired + referenced):
+            if rule_id in self.explained:
+                continue
+            rule = self.rule(rule_id)
+            view = ProblemView(rule, problem_anchor(rule_id),
+                               len(jobs.get(rule_id, ())),
+                               SOLUTION_KINDS.get(rule.solution_type))
+            self.explained[rule_id] = view
+            out.append(view)
+        out.sort(key=lambda p: (SEVERITY_ORDER.get(p.rule.severity, 9), -p.jobs, p.rule.title))
+        return out
+
+    def section(self, section: SectionReport) -> SectionView | None:
+        tables = []
+        for kind, title, intro in TABLE_KINDS:
+            table = getattr(section, kind)
+            if table is not None and table.rows:
+                tables.append(self.table(section, kind, title, intro, table))
+        if not tables:
+            return None
+        columns: dict[str, Column] = {}
+        for t in tables:
+            for c in t.columns:
+                if c.anchor and c.id not in columns:
+                    columns[c.id] = c
+        referenced = [b.rule_id for t in tables for row in t.rows for cell in row
+                      for b in cell.badges]
+        problems = self.problems_in(section.id, referenced)
+        counts = Counter(p.rule.severity for p in problems)
+        return SectionView(section.id, section.title, section.measures, anchor_id(section.id),
+                           tables, list(columns.values()), problems, dict(counts))
+
+    def build(self) -> LetterView:
+        report, site, mail = self.report, self.config.site, self.config.mail
+        sections = [v for v in (self.section(s) for s in report.sections) if v is not None]
+        leftover = [f.rule for f in report.findings if f.rule not in self.explained]
+        other = self.problems_in("", list(dict.fromkeys(leftover))) if leftover else []
+        advice = pick_advice(report, self.rules)
+        problems = len({f.rule for f in report.findings})
+        jobs_hit = len({(f.cluster, f.job_id) for f in report.findings if f.job_id is not None})
+        label = period_label(report.period)
+        _fields_known(mail.subject, ("site", "period", "user", "problems"))
+        subject = fill(mail.subject, "mail.subject", site=site.name, period=report.period.id,
+                       user=report.user, problems=problems)
+        if advice:
+            top = advice[0]
+            preheader = f"First change: {top.rule.title} in {plural(top.jobs, 'job')}."
+            if top.evidence:
+                preheader += f" {top.evidence}"
+        else:
+            preheader = f"No problem found in your jobs of {report.period.id}."
+        web = site.web_url.rstrip("/")
+        feedback = (with_query(site.feedback_url, letter_ref=report.analysis_id)
+                    if site.feedback_url else None)
+        letter_url = (fill(site.letter_url, "site.letter_url", period=report.period.id,
+                           user=report.user, web_url=web) if site.letter_url else None)
+        contact = site.contact.strip()
+        address = re.search(r"[\w.+-]+@[\w-]+(\.[\w-]+)+", contact)
+        contact_href = f"mailto:{address.group(0)}" if address else (
+            contact if contact.startswith(("http://", "https://")) else None)
+        news = [" ".join(p.split()) for p in re.split(r"\n\s*\n", site.news) if p.strip()]
+        return LetterView(
+            site=site.name, user=report.user, period_id=report.period.id, period_label=label,
+            analysis_id=report.analysis_id, subject=subject, preheader=preheader,
+            headline=headline(report), advice=advice, charts=self.charts, news=news,
+            sections=sections, other_problems=other, problem_count=problems,
+            jobs_with_problems=jobs_hit, feedback_url=feedback, letter_url=letter_url,
+            contact=contact, contact_href=contact_href,
+        )
+
+
+def build_view(
+    report: UserReport, rules: Mapping[str, RuleInfo], config: Config, charts: list[Chart]
+) -> LetterView:
+    """Everything one letter says, ready for the templates."""
+    return _Builder(report, rules, config, charts).build()
