@@ -15,6 +15,7 @@ from types import ModuleType
 
 import pytest
 
+from tests.slurm_helpers import shell_line
 from watcher.sampling.gpu import GpuSampler, throttle_reason_names, visible_devices_from_env
 
 FAKE_DIR = Path(__file__).parent / "fake_nvml"
@@ -496,3 +497,36 @@ def test_shipped_scenario_sees_the_job_on_one_gpu_and_an_idle_one(nvml, monkeypa
     assert (busy.power_w, busy.util_pct) == (180.5, 35.0)
     assert (idle.job_pids, idle.other_pids, idle.util_pct) == ([], 0, 0.0)
     assert throttle_reason_names(idle.throttle_reasons) == ["gpu_idle"]
+
+
+# --- under real Slurm ---------------------------------------------------------------------
+
+_IN_JOB = """\
+import json, os
+from watcher.sampling.gpu import GpuSampler, visible_devices_from_env
+visible = visible_devices_from_env(os.environ)
+sampler = GpuSampler(visible, print)
+print("RESULT", json.dumps([visible, sampler.status, [d.uuid for d in sampler.devices]]))
+sampler.close()
+"""
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize(
+    ("gres", "expected"),
+    [
+        (["--gres=gpu:1"], [["0"], "ok", [gpu(0)["uuid"]]]),  # the cluster's one (fake) GPU
+        ([], [[], "no-devices", []]),  # Slurm sets no GPU variable at all for this job
+    ],
+)
+def test_slurm_allocation_picks_the_jobs_gpus(slurm_cluster, gres, expected):
+    job_dir = slurm_cluster.make_job_dir("gpu-")
+    scenario = job_dir / "scenario.json"
+    scenario.write_text(json.dumps({"devices": [gpu(0), gpu(1)]}))
+    (job_dir / "probe.py").write_text(_IN_JOB)
+    env = {"PYTHONPATH": f"{FAKE_DIR}:{REPO}", "FAKE_NVML_SCENARIO": str(scenario)}
+    script = "#!/bin/sh\n" + shell_line([sys.executable, str(job_dir / "probe.py")], env) + "\n"
+    job = slurm_cluster.run_job(script, *gres, cwd=job_dir)
+    result = [line for line in job.output.splitlines() if line.startswith("RESULT ")]
+    assert result, job.output
+    assert json.loads(result[0].removeprefix("RESULT ")) == expected
