@@ -6,9 +6,9 @@ the default ``|`` delimiter, reads as well as our own sacct calls.
 
 Free text (JobName, SubmitLine, Comment, WorkDir …) breaks the one-line-one-record rule:
 
-* A newline inside a field. A physical line that leaves the current record short of
-  fields continues it; one that follows a complete record continues its last field unless
-  it starts like a record (a job id followed by the delimiter).
+* A newline inside a field. A physical line continues the record before it unless it
+  starts like a record: a job id followed by the delimiter (or, when JobID is not the
+  first field, a line with all the delimiters of a record).
 * The delimiter inside a field. With our unit-separator delimiter this does not happen.
   With ``|`` a record has too many fields; the extra separators are handed to the free-text
   fields in the one way that leaves every other field readable (UID a number, times times,
@@ -157,14 +157,12 @@ class SacctReader:
             lineno += 1
             if buf is None:
                 buf, first = line, lineno
-            elif buf.count(delim) < nsep:
-                buf += "\n" + line  # a newline inside a field that is not the last
             elif starts_record(line):
                 self.line = first
                 yield self._split(buf, first)
                 buf, first = line, lineno
             else:
-                buf += "\n" + line  # a newline inside the last field
+                buf += "\n" + line  # a newline inside a free-text field
         if buf is not None:
             self.line = first
             yield self._split(buf, first)
@@ -175,7 +173,7 @@ class SacctReader:
         parts = text.split(self.delimiter)
         if len(parts) == len(self.fields):
             return parts
-        if len(parts) < len(self.fields):
+        if len(parts) < len(self.fields) or self.delimiter == DELIMITER:
             raise SacctFormatError(
                 lineno, f"{len(parts)} fields where {len(self.fields)} were asked for"
             )

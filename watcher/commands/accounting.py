@@ -1,0 +1,145 @@
+"""``turingwatch import-accounting``: jobs and steps from Slurm accounting into the store."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+
+import click
+
+from watcher.cli import AppContext, pass_app
+from watcher.config import expand_path
+
+_AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([dhm])")
+_UNIT = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+class When(click.ParamType):
+    """A moment: 'now', '7d' / '12h' / '30m' ago, or an ISO date or time (this machine's
+    time zone unless it names one)."""
+
+    name = "TIME"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        now = datetime.now(UTC)
+        if text == "now":
+            return now
+        ago = _AGO.fullmatch(text)
+        if ago:
+            return now - timedelta(**{_UNIT[ago.group(2)]: float(ago.group(1))})
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{text!r} is not 'now', 7d/12h/30m, or an ISO date or time", param, ctx)
+        return moment if moment.tzinfo else moment.astimezone()
+
+
+def _who(user: str | None, all_users: bool) -> str | None:
+    """None for every user's jobs, else the one user whose jobs are imported."""
+    if user and all_users:
+        raise click.UsageError("--user and --all-users exclude each other")
+    if all_users:
+        return None
+    if user:
+        return user
+    # root sees every job; anyone else imports their own unless they ask for more.
+    return None if os.geteuid() == 0 else getpass.getuser()
+
+
+@click.command("import-accounting")
+@click.option("--since", type=When(), help="Start of the span (default: where the last import ended).")
+@click.option("--until", type=When(), help="End of the span (default: now).")
+@click.option("--user", metavar="NAME", help="Import only this user's jobs (default for non-root).")
+@click.option("--all-users", is_flag=True, help="Import every user's jobs (default for root).")
+@click.option(
+    "--from-file",
+    "source_file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Read sacct output (with its header) from this file, '-' for stdin, instead of "
+    "running sacct.",
+)
+@click.option(
+    "--timezone",
+    metavar="ZONE",
+    help="Time zone of the times in --from-file (default: this machine's).",
+)
+@click.option(
+    "--print-command",
+    is_flag=True,
+    help="Print the sacct command for the span, to run on another host, and exit.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="A line per imported window.")
+@pass_app
+def import_accounting(
+    app: AppContext,
+    since: datetime | None,
+    until: datetime | None,
+    user: str | None,
+    all_users: bool,
+    source_file: str | None,
+    timezone: str | None,
+    print_command: bool,
+    verbose: bool,
+) -> None:
+    """Import jobs and steps from sacct into the store.
+
+    Incremental: each run starts where the last one ended (less slurm.import_overlap_minutes)
+    and re-importing a span replaces what it held, so running jobs that have finished since
+    get their end. Each window of slurm.import_chunk_days is stored all or nothing.
+    """
+    from watcher.accounting import AccountingError
+    from watcher.accounting.importer import WindowResult
+    from watcher.accounting.importer import import_accounting as run_import
+    from watcher.accounting.sacct import sacct_command, shell_line
+    from watcher.store import Store, StoreError
+
+    config = app.config
+    who = _who(user, all_users)
+    if print_command:
+        end = until or datetime.now(UTC)
+        start = since or end - timedelta(days=config.slurm.import_first_days)
+        click.echo(shell_line(sacct_command(config.slurm.sacct, start, end, user=who)))
+        click.echo(
+            f"# then: turingwatch import-accounting --from-file FILE --timezone UTC"
+            f" --since {start.astimezone(UTC).isoformat()} --until {end.astimezone(UTC).isoformat()}"
+            + (f" --user {who}" if who else " --all-users")
+        )
+        return
+
+    show = verbose or sys.stderr.isatty()
+
+    def progress(window: WindowResult) -> None:
+        if show:
+            click.echo(
+                f"{_short(window.start)} .. {_short(window.end)}: {window.jobs} jobs,"
+                f" {window.steps} steps ({window.seconds:.1f} s)",
+                err=True,
+            )
+
+    try:
+        with Store(
+            expand_path(config.store.path),
+            memory_limit=config.store.memory_limit,
+            threads=config.store.threads,
+        ) as store:
+            result = run_import(
+                store, config, since, until, user=who, source_file=source_file,
+                timezone=timezone, progress=progress,
+            )  # fmt: skip
+    except (AccountingError, StoreError) as exc:
+        raise click.ClickException(str(exc)) from None
+    whose = "every user" if result.as_user is None else result.as_user
+    click.echo(
+        f"imported {result.jobs} jobs and {result.steps} steps of cluster {result.cluster}"
+        f" ({whose}) in {len(result.windows)} window(s)"
+    )
+
+
+def _short(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
