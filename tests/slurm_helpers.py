@@ -100,8 +100,10 @@ class SlurmCluster:
             raise RuntimeError(f"sbatch failed ({done.returncode}): {done.stderr.strip()}")
         return int(done.stdout.strip().split(";")[0])
 
-    def wait(self, job_id: int, timeout: float = 180) -> dict[str, dict[str, str]]:
-        """Wait until sacct has the job's final record (all its steps); return the rows."""
+    def wait(self, job_id: int, timeout: float = 300) -> dict[str, dict[str, str]]:
+        """Wait until sacct has the job's final record (all its steps); return the rows.
+
+        ``timeout`` includes the time in the queue, behind other jobs on the one node."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             rows = self.sacct(job_id)
@@ -114,7 +116,7 @@ class SlurmCluster:
         raise TimeoutError(f"job {job_id} did not finish within {timeout:.0f} s")
 
     def run_job(
-        self, script: str, *options: str, cwd: Path, as_user: bool = False, timeout: float = 180
+        self, script: str, *options: str, cwd: Path, as_user: bool = False, timeout: float = 300
     ) -> FinishedJob:
         """Submit ``script``, wait for it to end, return its output and sacct rows."""
         job_id = self.sbatch(script, *options, cwd=cwd, as_user=as_user)
