@@ -104,6 +104,7 @@ def test_v2_steps_leave_out_slurmstepd():
     assert job.found and job.method == "cgroup-v2"
     # step_interactive exists but is empty; step_<S>/slurm holds the stepds 2001, 2010, 2020.
     assert job.pids_by_step() == {"batch": [2002, 2003], "0": [2011, 2012], "extern": [2021]}
+    assert job.stepds == {"batch": [2001], "0": [2010], "extern": [2020]}
 
 
 def test_v2_cpus_come_from_the_step_else_the_job():
@@ -139,6 +140,7 @@ def test_v1_steps_merge_controllers_and_leave_out_slurmstepd():
     assert job.method == "cgroup-v1"
     assert set(job.job_dirs) == {"freezer", "cpuset", "memory"}
     assert job.pids_by_step() == {"batch": [2002, 2003], "0": [2011, 2012], "extern": [2021]}
+    assert job.stepds == {"batch": [2001], "0": [2010], "extern": [2020]}
     assert [job.cpus_available(s) for s in ("batch", "0", "extern")] == [4, 2, 4]
 
 
@@ -146,6 +148,7 @@ def test_v1_old_kernel_dedups_threads_from_tasks():
     job = layout("v1-old-kernel")
     # tasks lists 2001 (slurmstepd), 2002, 2003 and 2004, a thread of 2003.
     assert job.pids_by_step() == {"batch": [2002, 2003]}
+    assert job.stepds == {"batch": [2001]}
     assert job.cpus_available("batch") == 4  # cpuset.cpus "0,2,4,6" of the job
 
 

@@ -106,6 +106,7 @@ def test_stepd_trees_of_a_recorded_job():
     # 11639 was started with setsid and re-parented to init: only its environment tells.
     assert steps.methods == {"batch": ["stepd-tree", "environ"], "0": ["stepd-tree"]}
     assert steps.step_of()[11639] == "batch"
+    assert steps.stepds == {"batch": [11632], "0": [11650]}
     assert steps.cpus == {}
 
 
@@ -115,6 +116,26 @@ def test_ignored_pids_are_left_out_but_not_their_children():
     assert steps.pids == {"batch": [11637, 11639, 11640, 11643], "0": [11656]}
     finder = JobProcessFinder(14, str(JOB14), HYBRID, NO_SCONTROL, ignore_pids=[11655, 11656])
     assert "0" not in finder.find().methods
+
+
+def _fake_process(proc: Path, pid: int, ppid: int, like: int, cmdline: bytes) -> None:
+    """A copy of recorded process ``like`` as ``pid``, child of ``ppid``."""
+    shutil.copytree(proc / str(like), proc / str(pid))
+    fields = (proc / str(like) / "stat").read_text().split(" ")
+    fields[0], fields[3] = str(pid), str(ppid)
+    (proc / str(pid) / "stat").write_text(" ".join(fields))
+    (proc / str(pid) / "cmdline").write_bytes(cmdline)
+
+
+def test_a_forked_slurmstepd_is_a_daemon_and_its_child_a_task(tmp_path):
+    proc = tmp_path / "proc"
+    shutil.copytree(JOB14, proc)
+    # slurmstepd forks before exec'ing a task; the fork keeps the title for a moment.
+    _fake_process(proc, 11700, 11650, like=11650, cmdline=b"slurmstepd: [14.0]\0")
+    _fake_process(proc, 11701, 11700, like=11655, cmdline=b"/usr/bin/sleep\0242\0")
+    steps = find_job_processes(14, str(proc), HYBRID, NO_SCONTROL)
+    assert steps.pids["0"] == [11655, 11656, 11701]
+    assert steps.stepds["0"] == [11650, 11700]
 
 
 def test_another_job_on_the_same_node():
@@ -149,6 +170,7 @@ def test_cgroups_win_over_the_process_table():
     assert steps.method == "cgroup-v2"
     assert steps.pids == {"batch": [2002, 2003], "0": [2011, 2012], "extern": [2021]}
     assert steps.cpus == {"batch": 4, "0": 2, "extern": 4}
+    assert steps.stepds == {"batch": [2001], "0": [2010], "extern": [2020]}
 
 
 def test_no_processes_anywhere_and_scontrol_finds_none():
@@ -168,6 +190,7 @@ def test_processes_that_vanish_are_skipped(tmp_path):
     (proc / "11639/environ").unlink()        # its environment was read once and kept
     steps = finder.find()
     assert "0" not in steps.pids
+    assert steps.stepds["0"] == [11650]  # the step's stepd still holds its reaped CPU time
     assert steps.pids["batch"] == [11636, 11637, 11639, 11640, 11643]
 
 

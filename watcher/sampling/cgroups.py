@@ -166,6 +166,8 @@ class CgroupJobLayout:
         self.job_dirs: dict[str, str] = {}
         self._cpus: dict[str, int] = {}
         self._stepd_verdicts: dict[int, bool] = {}
+        # Step -> its slurmstepd pids, as of the last pids_by_step() call.
+        self.stepds: dict[str, list[int]] = {}
         self.refresh()
 
     @property
@@ -238,20 +240,27 @@ class CgroupJobLayout:
 
     def pids_by_step(self) -> dict[str, list[int]]:
         """Step name -> sorted pids of the job's processes in it, slurmstepd excluded."""
+        self.stepds = {}
         if not self.found:
             return {}
         result: dict[str, list[int]] = {}
         listed: set[int] = set()
         for step, dirs in self.step_dirs().items():
             pids: set[int] = set()
+            stepds: set[int] = set()
             for step_dir in dirs:
                 pids.update(self._pids_below(step_dir))
+                if self.version == "v2":
+                    stepds.update(_read_pids(f"{step_dir}/slurm", self.proc_root))
             pids -= listed  # a process that moved between steps while we listed counts once
             listed |= pids
             if self.version != "v2":
-                pids = {pid for pid in pids if not self._is_stepd(pid)}
+                stepds = {pid for pid in pids if self._is_stepd(pid)}
+                pids -= stepds
             if pids:
                 result[step] = sorted(pids)
+            if stepds:
+                self.stepds[step] = sorted(stepds)
         self._forget_gone(listed)
         return result
 

@@ -64,6 +64,10 @@ class StepMap:
     pids: dict[str, list[int]] = field(default_factory=dict)   # step -> sorted pids
     methods: dict[str, list[str]] = field(default_factory=dict)  # step -> METHODS that found it
     cpus: dict[str, int] = field(default_factory=dict)         # step -> CPUs in its cpuset
+    # step -> its slurmstepd pids: not the job's, but they reap the step's exited processes,
+    # so their children's CPU time is the step's. A step may be here with no pids left (its
+    # tasks ended, its stepd lingers). Unknown with the scontrol strategy.
+    stepds: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def method(self) -> str | None:
@@ -253,6 +257,7 @@ class JobProcessFinder:
         if in_cgroups:
             for step, pids in layout.pids_by_step().items():
                 steps.add(step, pids, layout.method)
+            steps.stepds = dict(layout.stepds)
         if not steps.pids:
             self._find_in_process_table(steps)
         if not steps.pids:
@@ -286,6 +291,8 @@ class JobProcessFinder:
             attributed |= tree
             if title[0] == self.job_id:  # slurmstepd is never one of the job's processes
                 steps.add(title[1], (p for p in tree if p not in titles), "stepd-tree")
+                daemons = {pid, *(p for p in tree if p in titles)}
+                steps.stepds[title[1]] = sorted(daemons.union(steps.stepds.get(title[1], ())))
         self._learn_uid(steps.all_pids())
         self._find_by_environ(steps, table, attributed)
         self._forget_gone(table)
