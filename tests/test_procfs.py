@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from watcher.sampling import procfs
@@ -48,7 +49,10 @@ def test_reads_a_live_process_and_its_children():
         st = procfs.read_stat(child.pid)
         assert st is not None and st.ppid == os.getpid()
         assert child.pid in procfs.descendants(os.getpid())
-        assert "time.sleep(30)" in (procfs.read_cmdline(child.pid) or "")
+        deadline = time.monotonic() + 10  # the child may not have exec'd python yet
+        while "time.sleep(30)" not in (procfs.read_cmdline(child.pid) or ""):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         assert procfs.read_io(child.pid) is not None
     finally:
         child.kill()

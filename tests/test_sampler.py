@@ -135,3 +135,16 @@ def test_gpu_errors_do_not_break_a_round(proc):
     proc.put(80, 1)
     s = Sampler(ListedSource({"0": StepProcesses([80])}), BrokenGpu(), proc_root=str(proc.root))
     assert s.sample().gpus == []
+
+
+def test_idle_processes_keep_their_io_reading(proc):
+    proc.put(90, 1, utime=10, rchar=100)
+    sampler = sampler_for(proc, {"0": StepProcesses([90])})
+    assert sampler.sample().steps[0].rchar == 100
+    proc.put(90, 1, utime=10, rchar=999)   # no CPU time moved: io is not read again
+    assert sampler.sample().steps[0].rchar == 100
+    proc.put(90, 1, utime=11, rchar=999)   # it ran: read again, nothing lost (cumulative)
+    assert sampler.sample().steps[0].rchar == 999
+    sampler.skip_idle_io = False
+    proc.put(90, 1, utime=11, rchar=1500)
+    assert sampler.sample().steps[0].rchar == 1500

@@ -123,7 +123,7 @@ def _start_watch(
         from watcher.sampling.sources import SlurmSource, TreeSource
 
         if job.in_slurm:
-            source: Any = SlurmSource(job.job_id, job.cpus_on_node)
+            source: Any = SlurmSource(job.job_id, os.environ)
             cores = job.cpus_on_node or source.fallback_cpus
         else:
             source = TreeSource()

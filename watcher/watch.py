@@ -154,7 +154,7 @@ class Watch:
                 self._errors += 1
                 self._report("sample", "sampling failed; the job is not affected:\n"
                              + traceback.format_exc(limit=3))
-                if self._errors >= _MAX_CONSECUTIVE_ERRORS:
+                if self._errors == _MAX_CONSECUTIVE_ERRORS:
                     warn("sampling keeps failing; stopping the watcher, the job runs on")
                     self._stop.set()
                 return False

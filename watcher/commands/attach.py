@@ -73,7 +73,7 @@ def attach(
     output_dir = resolve_output_dir(config, job, output)
     stop_file = output_dir / STOP_MARKER
 
-    source = SlurmSource(job_id, job.cpus_on_node)
+    source = SlurmSource(job_id, os.environ if inside else None)
     gpu = None
     if config.watcher.gpu and not no_gpu:
         gpu = GpuSampler(visible_devices_from_env(os.environ) if inside else None, log=_warn)

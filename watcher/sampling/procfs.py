@@ -12,29 +12,31 @@ from dataclasses import dataclass
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-_READ_SIZE = 4096
+_READ_SIZE = 4096   # stat and io are far shorter
+_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 
 
 def read_bytes(path: str) -> bytes | None:
-    """The whole of a small /proc file, or None when it cannot be read (gone, no permission)."""
+    """A small /proc file (stat, io: one read), or None when it cannot be read (gone, denied)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, _FLAGS)
     except OSError:
         return None
     try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, _READ_SIZE)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            if len(chunk) < _READ_SIZE:
-                break
-        return b"".join(chunks)
+        return os.read(fd, _READ_SIZE)
     except OSError:  # ESRCH: the process exited while we read
         return None
     finally:
         os.close(fd)
+
+
+def read_all(path: str) -> bytes | None:
+    """A /proc file of any length (cmdline, environ)."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 @dataclass(slots=True)
@@ -64,7 +66,7 @@ def parse_stat(pid: int, raw: bytes) -> ProcStat | None:
     if close < 0:
         return None
     comm = raw[raw.find(b"(") + 1 : close].decode("utf-8", "replace")
-    f = raw[close + 2 :].split()
+    f = raw[close + 2 :].split(None, 22)  # only the fields up to rss: half the work of split()
     if len(f) < 22:
         return None
     # f[0] is field 3 (state) of proc(5); field n is f[n - 3].
@@ -95,11 +97,7 @@ def read_stat(pid: int, proc_root: str = "/proc") -> ProcStat | None:
 def read_ppid(pid: int, proc_root: str = "/proc") -> int | None:
     """Only the parent pid, for walking process trees cheaply."""
     raw = read_bytes(f"{proc_root}/{pid}/stat")
-    if not raw:
-        return None
-    close = raw.rfind(b")")
-    fields = raw[close + 2 : close + 40].split(None, 2)
-    return int(fields[1]) if len(fields) > 1 else None
+    return _ppid_of(raw) if raw else None
 
 
 @dataclass(slots=True)
@@ -110,18 +108,15 @@ class ProcIO:
     write_bytes: int
 
 
+_IO_KEYS = [b"rchar:", b"wchar:", b"syscr:", b"syscw:", b"read_bytes:", b"write_bytes:"]
+
+
 def parse_io(raw: bytes) -> ProcIO | None:
-    values = {}
-    for line in raw.split(b"\n"):
-        key, _, value = line.partition(b": ")
-        if value:
-            values[key] = int(value)
-    try:
-        return ProcIO(
-            values[b"rchar"], values[b"wchar"], values[b"read_bytes"], values[b"write_bytes"]
-        )
-    except KeyError:
+    # A fixed layout since Linux 2.6.20: "rchar: N\nwchar: N\nsyscr: N\n…". Checked, not assumed.
+    f = raw.split()
+    if f[0:12:2] != _IO_KEYS:
         return None
+    return ProcIO(int(f[1]), int(f[3]), int(f[9]), int(f[11]))
 
 
 def read_io(pid: int, proc_root: str = "/proc") -> ProcIO | None:
@@ -131,7 +126,7 @@ def read_io(pid: int, proc_root: str = "/proc") -> ProcIO | None:
 
 
 def read_cmdline(pid: int, proc_root: str = "/proc", limit: int = 1024) -> str | None:
-    raw = read_bytes(f"{proc_root}/{pid}/cmdline")
+    raw = read_all(f"{proc_root}/{pid}/cmdline")
     if raw is None:
         return None
     text = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
@@ -142,11 +137,29 @@ def list_pids(proc_root: str = "/proc") -> list[int]:
     return [int(name) for name in os.listdir(proc_root) if name.isdigit()]
 
 
-def descendants(root: int, proc_root: str = "/proc") -> list[int]:
-    """Pids of all live descendants of ``root`` (not root itself), from one pass over /proc."""
-    children: dict[int, list[int]] = {}
+def scan_stats(proc_root: str = "/proc") -> dict[int, bytes]:
+    """The raw ``stat`` of every process, in one pass (the sampler reuses these bytes)."""
+    stats = {}
     for pid in list_pids(proc_root):
-        ppid = read_ppid(pid, proc_root)
+        raw = read_bytes(f"{proc_root}/{pid}/stat")
+        if raw:
+            stats[pid] = raw
+    return stats
+
+
+def _ppid_of(raw: bytes) -> int | None:
+    close = raw.rfind(b")")
+    fields = raw[close + 2 : close + 40].split(None, 2)
+    return int(fields[1]) if len(fields) > 1 else None
+
+
+def descendants(root: int, proc_root: str = "/proc", stats: dict[int, bytes] | None = None) -> list[int]:
+    """Pids of all live descendants of ``root`` (not root itself), from one pass over /proc."""
+    if stats is None:
+        stats = scan_stats(proc_root)
+    children: dict[int, list[int]] = {}
+    for pid, raw in stats.items():
+        ppid = _ppid_of(raw)
         if ppid is not None:
             children.setdefault(ppid, []).append(pid)
     found, stack = [], [root]

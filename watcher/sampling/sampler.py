@@ -12,7 +12,7 @@ that already exited, or of short-lived workers, in the totals.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,6 +33,7 @@ class StepProcesses:
     children_only: Collection[int] = ()   # pids whose own work is not the job's
     cpus_available: int | None = None
     cpus_source: str | None = None
+    stats: Mapping[int, bytes] | None = None   # raw /proc/<pid>/stat the source already read
 
 
 class ProcessSource(Protocol):
@@ -57,11 +58,9 @@ class SampleRecord:
     cmdlines: list[tuple[int, int, str]]        # (pid, start_ticks, cmdline) of new processes
 
 
-@dataclass(slots=True)
-class _Seen:
-    step: str
-    ppid: int
-    counters: list[int]
+# What we remember of a process from the last round:
+# (step, ppid, counters, comm, own CPU ticks, its /proc/<pid>/io reading).
+_Seen = tuple[str, int, tuple[int, ...], str, int, "procfs.ProcIO | None"]
 
 
 @dataclass
@@ -70,6 +69,7 @@ class Sampler:
     gpu: GpuSource | None = None
     proc_root: str = "/proc"
     read_cmdlines: bool = True
+    skip_idle_io: bool = True
     clock: Callable[[], float] = time.time
     seq: int = 0
     _seen: dict[tuple[int, int], _Seen] = field(default_factory=dict)
@@ -83,42 +83,70 @@ class Sampler:
         step_samples: list[StepSample] = []
         cmdlines: list[tuple[int, int, str]] = []
         seen_now: dict[tuple[int, int], _Seen] = {}
+        previous = self._seen
         live_pids: set[int] = set()
         job_pids: list[int] = []
         proc_root = self.proc_root
+        read_stat, parse_stat, read_io = procfs.read_stat, procfs.parse_stat, procfs.read_io
+        page, tick = procfs.PAGE_SIZE, _TICK
+        skip_idle_io = self.skip_idle_io
 
         for step, members in steps.items():
-            totals = [0] * _NCOUNTERS
+            # This loop is the hot path: plain locals, no per-process helper calls.
+            user = system = minflt = majflt = rchar = wchar = rbytes = wbytes = 0
             nprocs = nthreads = rss = 0
             largest_rss, largest_pid, largest_comm = 0, None, None
             children_only = members.children_only
             present = False
+            cached = members.stats or {}
             for pid in members.pids:
-                st = procfs.read_stat(pid, proc_root)
+                raw = cached.get(pid)
+                st = parse_stat(pid, raw) if raw else read_stat(pid, proc_root)
                 if st is None:
                     continue  # exited between listing and reading
                 key = (pid, st.start_ticks)
                 live_pids.add(pid)
                 present = True
                 if pid in children_only:
-                    counters = [st.cutime, st.cstime, st.cminflt, st.cmajflt, 0, 0, 0, 0]
-                    seen_now[key] = _Seen(step, st.ppid, counters)
-                    _add(totals, counters)
+                    counters = (st.cutime, st.cstime, st.cminflt, st.cmajflt, 0, 0, 0, 0)
+                    seen_now[key] = (step, st.ppid, counters, st.comm, -1, None)
+                    user += st.cutime
+                    system += st.cstime
+                    minflt += st.cminflt
+                    majflt += st.cmajflt
                     continue
-                io = procfs.read_io(pid, proc_root)
-                counters = [
+                last = previous.get(key)
+                cpu_ticks = st.utime + st.stime
+                if skip_idle_io and last is not None and last[4] == cpu_ticks:
+                    # Idle since the last round: no syscall ran, so its I/O counters (which
+                    # only syscalls and faults move, and those cost CPU time) are as they were.
+                    io = last[5]
+                else:
+                    io = read_io(pid, proc_root)
+                if io is not None:
+                    io_rchar, io_wchar, io_read, io_write = io.rchar, io.wchar, io.read_bytes, io.write_bytes
+                else:
+                    io_rchar = io_wchar = io_read = io_write = 0
+                counters = (
                     st.utime + st.cutime,
                     st.stime + st.cstime,
                     st.minflt + st.cminflt,
                     st.majflt + st.cmajflt,
-                    io.rchar if io else 0,
-                    io.wchar if io else 0,
-                    io.read_bytes if io else 0,
-                    io.write_bytes if io else 0,
-                ]
-                seen_now[key] = _Seen(step, st.ppid, counters)
-                _add(totals, counters)
-                rss_bytes = st.rss_pages * procfs.PAGE_SIZE
+                    io_rchar,
+                    io_wchar,
+                    io_read,
+                    io_write,
+                )
+                seen_now[key] = (step, st.ppid, counters, st.comm, cpu_ticks, io)
+                user += counters[0]
+                system += counters[1]
+                minflt += counters[2]
+                majflt += counters[3]
+                rchar += io_rchar
+                wchar += io_wchar
+                rbytes += io_read
+                wbytes += io_write
+                rss_bytes = st.rss_pages * page
                 nprocs += 1
                 nthreads += st.nthreads
                 rss += rss_bytes
@@ -132,25 +160,27 @@ class Sampler:
                         st.ppid,
                         st.start_ticks,
                         st.comm,
-                        st.utime * _TICK,
-                        st.stime * _TICK,
+                        st.utime * tick,
+                        st.stime * tick,
                         rss_bytes,
-                        io.read_bytes if io else None,
-                        io.write_bytes if io else None,
-                        io.rchar if io else None,
-                        io.wchar if io else None,
+                        io_read if io is not None else None,
+                        io_write if io is not None else None,
+                        io_rchar if io is not None else None,
+                        io_wchar if io is not None else None,
                         st.minflt,
                         st.majflt,
                         st.nthreads,
                     )
                 )
-                if key not in self._seen and self.read_cmdlines:
+                # A new process, or one that exec'd another program since the last round.
+                if self.read_cmdlines and (last is None or last[3] != st.comm):
                     cmdline = procfs.read_cmdline(pid, proc_root)
                     if cmdline:
                         cmdlines.append((pid, st.start_ticks, cmdline))
 
             if not present:
                 continue  # the step has ended on this node
+            totals = [user, system, minflt, majflt, rchar, wchar, rbytes, wbytes]
             departed = self._departed.get(step)
             if departed:
                 _add(totals, departed)
@@ -160,8 +190,8 @@ class Sampler:
                     step,
                     nprocs,
                     nthreads,
-                    totals[_USER] * _TICK,
-                    totals[_SYS] * _TICK,
+                    totals[_USER] * tick,
+                    totals[_SYS] * tick,
                     rss,
                     largest_rss,
                     largest_pid,
@@ -185,11 +215,11 @@ class Sampler:
 
     def _account_vanished(self, seen_now: dict[tuple[int, int], _Seen], live: set[int]) -> None:
         """Keep the counters of processes that left without a sampled parent to reap them."""
-        for key, last in self._seen.items():
-            if key in seen_now or last.ppid in live:
+        for key, (step, ppid, counters, *_rest) in self._seen.items():
+            if key in seen_now or ppid in live:
                 continue  # still here, or its parent (sampled) has folded it into cutime
-            departed = self._departed.setdefault(last.step, [0] * _NCOUNTERS)
-            _add(departed, last.counters)
+            departed = self._departed.setdefault(step, [0] * _NCOUNTERS)
+            _add(departed, counters)
         self._seen = seen_now
 
     def _monotonic(self, step: str, totals: list[int]) -> list[int]:
@@ -201,7 +231,7 @@ class Sampler:
         return totals
 
 
-def _add(into: list[int], values: list[int]) -> None:
+def _add(into: list[int], values: Sequence[int]) -> None:
     for i, v in enumerate(values):
         into[i] += v
 

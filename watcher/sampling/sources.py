@@ -31,10 +31,16 @@ class TreeSource:
         self.cpus = affinity_cpus()
 
     def steps(self) -> Mapping[str, StepProcesses]:
-        pids = [self.root, *procfs.descendants(self.root, self.proc_root)]
+        # One pass over /proc finds the tree; the sampler parses the same bytes, not re-reads.
+        stats = procfs.scan_stats(self.proc_root)
+        pids = [self.root, *procfs.descendants(self.root, stats=stats)]
         return {
             LOCAL_STEP: StepProcesses(
-                pids, children_only={self.root}, cpus_available=self.cpus, cpus_source="affinity"
+                pids,
+                children_only={self.root},
+                cpus_available=self.cpus,
+                cpus_source="affinity",
+                stats=stats,
             )
         }
 
@@ -44,63 +50,39 @@ class SlurmSource:
 
     The discovery (job cgroups v2/v1, slurmstepd trees, environ, scontrol listpids) lives in
     ``slurm_steps``; this adapter adds the CPUs per step and marks the processes whose own
-    work is not the job's: the watcher itself and each step's slurmstepd, which reaps the
-    step's tasks and so keeps their CPU time after they exit.
+    work is not the job's: the watcher itself and each step's slurmstepd, which reap the
+    step's processes and so keep their CPU time after they exit.
     """
 
     def __init__(
         self,
         job_id: int,
-        cpus_on_node: int | None,
-        exclude_pids: set[int] | None = None,
+        job_env: Mapping[str, str] | None = None,
         proc_root: str = "/proc",
         cgroup_root: str = "/sys/fs/cgroup",
     ) -> None:
-        self.job_id = job_id
-        self.cpus_on_node = cpus_on_node
+        from watcher.sampling.slurm_steps import JobProcessFinder
+
         self.self_pid = os.getpid()
-        self.exclude = exclude_pids or set()
-        self.proc_root = proc_root
-        self.cgroup_root = cgroup_root
+        # The job's environment gives Slurm's CPU count when the step has no cpuset; only
+        # when we run inside the job (attach from outside must not take our own).
+        self.job_env = job_env
+        self.finder = JobProcessFinder(job_id, proc_root, cgroup_root)
         self.fallback_cpus = affinity_cpus()
         self.method: str | None = None
 
     def steps(self) -> Mapping[str, StepProcesses]:
-        from watcher.sampling.slurm_steps import find_job_processes
+        from watcher.sampling.slurm_steps import step_cpus
 
-        found = find_job_processes(
-            self.job_id, proc_root=self.proc_root, cgroup_root=self.cgroup_root
-        )
+        found = self.finder.find()
         self.method = found.method
-        stepd = set(getattr(found, "stepd_pids", {}) .keys()) if isinstance(
-            getattr(found, "stepd_pids", None), dict
-        ) else set(getattr(found, "stepd_pids", ()) or ())
+        stepds = getattr(found, "stepds", {})
         result: dict[str, StepProcesses] = {}
-        for step, pids in found.pids_by_step.items():
-            members = [p for p in pids if p not in self.exclude]
-            step_stepd = [p for p in _stepd_for(found, step)]
-            members += [p for p in step_stepd if p not in members]
-            children_only = ({self.self_pid} | stepd) & set(members)
-            if not set(members) - children_only - {self.self_pid} and self.self_pid in members:
+        for step, pids in found.pids.items():
+            if pids == [self.self_pid]:
                 continue  # a step holding nothing but this watcher (attach's own step)
-            cpus, source = _step_cpus(found, step, self.cpus_on_node, self.fallback_cpus)
-            result[step] = StepProcesses(members, children_only, cpus, source)
+            daemons = stepds.get(step, [])
+            children_only = {self.self_pid, *daemons}
+            cpus, source = step_cpus(found, step, self.job_env)
+            result[step] = StepProcesses([*pids, *daemons], children_only, cpus, source)
         return result
-
-
-def _stepd_for(found: object, step: str) -> list[int]:
-    stepd = getattr(found, "stepd_pids", None)
-    if isinstance(stepd, dict):
-        return [pid for pid, s in stepd.items() if s == step]
-    return []
-
-
-def _step_cpus(
-    found: object, step: str, cpus_on_node: int | None, fallback: int
-) -> tuple[int, str]:
-    cpusets = getattr(found, "cpus_by_step", None) or {}
-    if cpusets.get(step):
-        return cpusets[step], "cpuset"
-    if cpus_on_node:
-        return cpus_on_node, "slurm"
-    return fallback, "affinity"
