@@ -10,20 +10,20 @@
 # the test user): munged, MariaDB, slurmdbd, slurmctld and slurmd all run as root from there.
 # Every step is idempotent: `start` on a running cluster only checks it.
 #
-# Knobs (environment):
-#   TURINGWATCH_SLURM_DIR    state dir                       (default /tmp/turingwatch-slurm)
-#   TURINGWATCH_SLURM_CPUS   CPUs the node advertises        (default 4, whatever the machine has)
-#   TURINGWATCH_SLURM_GPUS   fake GPUs (gres), 0 for none    (default 1)
-#   TURINGWATCH_SLURM_USER   non-root test user              (default alice)
-#   TURINGWATCH_SLURM_PORT   first of four consecutive ports: MariaDB, slurmctld, slurmd, slurmdbd
-#                            (default 16817)
+# Knobs (environment; not TURINGWATCH_SLURM_*, which are settings of the config's [slurm]):
+#   TURINGWATCH_TEST_SLURM_DIR   state dir (default /tmp/turingwatch-slurm)
+#   TURINGWATCH_TEST_SLURM_CPUS  CPUs the node advertises, whatever the machine has (default 4)
+#   TURINGWATCH_TEST_SLURM_GPUS  fake GPUs (gres), 0 for none (default 1)
+#   TURINGWATCH_TEST_SLURM_USER  non-root test user (default alice)
+#   TURINGWATCH_TEST_SLURM_PORT  first of four consecutive ports: MariaDB, slurmctld, slurmd,
+#                                slurmdbd (default 16817)
 set -euo pipefail
 
-STATE=${TURINGWATCH_SLURM_DIR:-/tmp/turingwatch-slurm}
-CPUS=${TURINGWATCH_SLURM_CPUS:-4}
-GPUS=${TURINGWATCH_SLURM_GPUS:-1}
-TEST_USER=${TURINGWATCH_SLURM_USER:-alice}
-BASE_PORT=${TURINGWATCH_SLURM_PORT:-16817}
+STATE=${TURINGWATCH_TEST_SLURM_DIR:-/tmp/turingwatch-slurm}
+CPUS=${TURINGWATCH_TEST_SLURM_CPUS:-4}
+GPUS=${TURINGWATCH_TEST_SLURM_GPUS:-1}
+TEST_USER=${TURINGWATCH_TEST_SLURM_USER:-alice}
+BASE_PORT=${TURINGWATCH_TEST_SLURM_PORT:-16817}
 MYSQL_PORT=$BASE_PORT CTLD_PORT=$((BASE_PORT + 1)) SLURMD_PORT=$((BASE_PORT + 2))
 DBD_PORT=$((BASE_PORT + 3))
 CLUSTER=turingwatch

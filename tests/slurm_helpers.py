@@ -142,7 +142,7 @@ def _final(row: dict[str, str]) -> bool:
 
 def connect(repo_root: Path) -> SlurmCluster:
     """The running cluster, started first when it is down and we are root."""
-    state_dir = Path(os.environ.get("TURINGWATCH_SLURM_DIR", DEFAULT_STATE_DIR))
+    state_dir = Path(os.environ.get("TURINGWATCH_TEST_SLURM_DIR", DEFAULT_STATE_DIR))
     script = repo_root / "scripts" / "slurm-cluster.sh"
     status = subprocess.run([script, "status"], capture_output=True, text=True)
     if status.returncode != 0:
@@ -153,7 +153,7 @@ def connect(repo_root: Path) -> SlurmCluster:
             tail = "\n".join(start.stderr.strip().splitlines()[-5:])
             raise ClusterUnavailable(f"scripts/slurm-cluster.sh start failed:\n{tail}")
     env = dict(os.environ, SLURM_CONF=str(state_dir / "etc" / "slurm.conf"))
-    user = os.environ.get("TURINGWATCH_SLURM_USER", "alice")
+    user = os.environ.get("TURINGWATCH_TEST_SLURM_USER", "alice")
     return SlurmCluster(repo_root, state_dir, user, env)
 
 
