@@ -182,6 +182,12 @@ def fill(template: str, key: str, **values: Any) -> str:
         raise LetterError(f"{key}: cannot fill {template!r} ({exc}); use {fields}") from None
 
 
+def contact_address(contact: str) -> str | None:
+    """The e-mail address in a contact line such as 'HPC support <hpc@example.org>'."""
+    found = re.search(r"[\w.+-]+@[\w-]+(\.[\w-]+)+", contact)
+    return found.group(0) if found else None
+
+
 def _fields_known(template: str, allowed: Sequence[str]) -> None:
     for _, name, _, _ in string.Formatter().parse(template):
         if name is not None and name not in allowed:
@@ -222,6 +228,9 @@ class _Builder:
     ) -> None:
         self.report, self.rules, self.config, self.charts = report, rules, config, charts
         self.explained: dict[str, ProblemView] = {}   # rule id -> its explanation, once
+        # Table rows carry only their columns; the job's cluster comes from the job list.
+        self.cluster_of = {str(j.get("job_id_display", j.get("job_id"))): j.get("cluster")
+                           for j in report.jobs}
 
     def rule(self, rule_id: str, severity: str = "info") -> RuleInfo:
         return self.rules.get(rule_id) or fallback_rule(rule_id, severity)
@@ -234,7 +243,8 @@ class _Builder:
         site = self.config.site
         if not site.job_url or job_id is None:
             return None
-        return fill(site.job_url, "site.job_url", job_id=job_id, cluster=row.get("cluster") or "",
+        cluster = row.get("cluster") or self.cluster_of.get(str(job_id)) or ""
+        return fill(site.job_url, "site.job_url", job_id=job_id, cluster=cluster,
                     user=self.report.user, web_url=site.web_url.rstrip("/"))
 
     def cell(self, column: Column, row: Mapping[str, Any]) -> Cell:
@@ -340,8 +350,8 @@ class _Builder:
         letter_url = (fill(site.letter_url, "site.letter_url", period=report.period.id,
                            user=report.user, web_url=web) if site.letter_url else None)
         contact = site.contact.strip()
-        address = re.search(r"[\w.+-]+@[\w-]+(\.[\w-]+)+", contact)
-        contact_href = f"mailto:{address.group(0)}" if address else (
+        address = contact_address(contact)
+        contact_href = f"mailto:{address}" if address else (
             contact if contact.startswith(("http://", "https://")) else None)
         news = [" ".join(p.split()) for p in re.split(r"\n\s*\n", site.news) if p.strip()]
         return LetterView(

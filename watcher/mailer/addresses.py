@@ -31,14 +31,18 @@ def read_address_map(path: Path) -> dict[str, str]:
     return mapping
 
 
+def first_address(text: str) -> str | None:
+    """The first e-mail address in a GECOS field such as 'Alice L.,Room 4,,,alice@uni.example'."""
+    found = _ADDRESS.search(text)
+    return found.group(0) if found else None
+
+
 def gecos_address(user: str) -> str | None:
-    """The first e-mail address in the user's GECOS field (as ``getent passwd`` shows it)."""
+    """The address in the user's GECOS field, as ``getent passwd <user>`` shows it."""
     try:
-        gecos = pwd.getpwnam(user).pw_gecos
+        return first_address(pwd.getpwnam(user).pw_gecos)
     except KeyError:
         return None
-    found = _ADDRESS.search(gecos)
-    return found.group(0) if found else None
 
 
 class AddressBook:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from watcher.config import Config, expand_path
 from watcher.mailer.errors import MailError
 from watcher.store import sql_text
 
@@ -124,3 +125,10 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def ledger_path(config: Config) -> Path:
+    """``mail.ledger``, else ``mail-ledger.sqlite3`` next to the store."""
+    if config.mail.ledger:
+        return expand_path(config.mail.ledger)
+    return expand_path(config.store.path).parent / "mail-ledger.sqlite3"

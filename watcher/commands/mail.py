@@ -1,0 +1,122 @@
+"""``turingwatch mail``: send each user the letter of a period, exactly once."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import click
+
+from watcher.cli import AppContext, pass_app
+from watcher.config import Config, expand_path
+
+if TYPE_CHECKING:
+    from watcher.analysis.model import Period
+    from watcher.letters.bundle import Bundle
+
+
+def _bundle(
+    config: Config, period: Period, reanalyze: bool, say: Callable[[str], None]
+) -> Bundle:
+    """The period's bundle; analyze the period and write it first when there is none.
+
+    Mail reads the bundle rather than the store so that users get exactly the letters that
+    ``analyze --bundle`` published on the web site, and so that a mail run, which lasts as long
+    as the throttle makes it, never holds the store.
+    """
+    from watcher.letters.bundle import bundle_path, open_bundle, write_bundle
+
+    path = bundle_path(config, period.id)
+    if reanalyze or not path.exists():
+        from watcher.analysis.engine import analyze_period
+        from watcher.store import Store
+
+        say(f"{'re-analyzing' if reanalyze else 'no bundle yet: analyzing'} period {period.id}")
+        with Store(expand_path(config.store.path), memory_limit=config.store.memory_limit,
+                   threads=config.store.threads) as store:
+            reports = analyze_period(store, config, period)
+        write_bundle(config, period, reports, progress=None)
+        say(f"wrote {path} ({len(reports)} users)")
+    return open_bundle(path)
+
+
+@click.command()
+@click.option("--period", "period_spec", metavar="ID",
+              help="2026-W47, 2026-11-22, 2026-11, 'previous' (the default) or 'current'.")
+@click.option("--dry-run", is_flag=True,
+              help="Write each message as <outbox>/<period>/<user>.eml instead of sending it.")
+@click.option("--only", multiple=True, metavar="USER", help="Only this user (repeatable).")
+@click.option("--outbox", type=click.Path(file_okay=False),
+              help="Folder for --dry-run (default: mail.outbox).")
+@click.option("--resend-unconfirmed", is_flag=True,
+              help="Also send letters an interrupted run may or may not have sent.")
+@click.option("--reanalyze", is_flag=True,
+              help="Analyze the period again and rewrite its bundle before mailing.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar (default: when run in a terminal).")
+@pass_app
+def mail(
+    app: AppContext,
+    period_spec: str | None,
+    dry_run: bool,
+    only: tuple[str, ...],
+    outbox: str | None,
+    resend_unconfirmed: bool,
+    reanalyze: bool,
+    progress: bool | None,
+) -> None:
+    """Send each user the letter of a period, from the period's bundle.
+
+    Every delivered letter is recorded in the sent-ledger: run it again after a crash or an
+    SMTP error and it goes on where it stopped, never sending anyone the same letter twice.
+    """
+    from watcher.analysis.engine import AnalysisError
+    from watcher.analysis.periods import PeriodError, parse_period
+    from watcher.letters import LetterError
+    from watcher.mailer import MailError
+    from watcher.mailer.delivery import Deliverer
+    from watcher.mailer.ledger import Ledger, ledger_path
+    from watcher.mailer.smtp import SmtpSession
+    from watcher.store import StoreError
+
+    config = app.config
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    try:
+        period = parse_period(period_spec, config.analysis.period, config.analysis.timezone)
+        if period.end > datetime.now(UTC):
+            say(f"warning: period {period.id} is not over yet; its letters are incomplete")
+        bundle = _bundle(config, period, reanalyze, say)
+        unknown = sorted(set(only) - set(bundle.users))
+        if unknown:
+            raise click.ClickException(
+                f"no letter for {', '.join(unknown)} in {bundle.path} (users with jobs in the "
+                "period get one)"
+            )
+        users = [u for u in bundle.users if not only or u in only]
+        if dry_run:
+            folder = expand_path(outbox or config.mail.outbox)
+            report = Deliverer(config, outbox=folder).deliver(bundle.letters(users))
+            say(f"dry run: messages written under {folder / period.id}")
+        else:
+            with Ledger(ledger_path(config)) as ledger, SmtpSession(config.mail) as smtp:
+                deliverer = Deliverer(config, ledger=ledger, smtp=smtp,
+                                      resend_unconfirmed=resend_unconfirmed)
+                show = sys.stderr.isatty() if progress is None else progress
+                if show:
+                    with click.progressbar(length=len(users), label=f"mail {period.id}",
+                                           file=sys.stderr, show_pos=True) as bar:
+                        report = deliverer.deliver(bundle.letters(users),
+                                                   on_outcome=lambda _o: bar.update(1))
+                else:
+                    report = deliverer.deliver(bundle.letters(users))
+    except (PeriodError, LetterError, MailError, StoreError, AnalysisError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in report.summary():
+        click.echo(line)
+    if not report.ok:
+        sys.exit(1)
