@@ -36,7 +36,7 @@ Progress = Callable[[str], None]
 _PACKAGE = "watcher.analysis"
 _TEMP_TABLES = (
     "tw_params", "tw_scope_sessions", "tw_th", "tw_rules", "tw_exempt", "tw_suppress",
-    "tw_candidates", "tw_session_keys", "tw_jobs", "tw_sessions", "tw_step_usage",
+    "tw_candidates", "tw_session_keys", "tw_jobs", "tw_sessions", "tw_session_steps", "tw_step_usage",
     "tw_node_memory", "tw_gpu_usage", "tw_gpu_levels", "tw_jupyter", "tw_job_metrics",
     "tw_findings",
 )

@@ -23,7 +23,7 @@ SELECT j.user_name, u.job_key, j.job_id_display, j.job_name, u.step, u.node, u.s
        u.cpus_available, round(u.mean_busy_cores, 2) AS mean_busy_cores,
        round(u.max_busy_cores, 2) AS max_busy_cores,
        round(u.parallel_s / nullif(u.span_s, 0), 4) AS parallel_fraction,
-       round(u.cpu_s, 1) AS cpu_s, u.peak_rss_bytes, u.largest_comm,
+       round(u.cpu_s, 1) AS cpu_s, u.peak_rss_bytes,
        u.sys_samples, u.sys_10_33, u.sys_33_67, u.sys_67_100, round(u.sys_over_100, 2) AS sys_over_100,
        round(u.sys_score, 2) AS sys_score,
        round(u.system_s / nullif(u.cpu_s, 0), 4) AS system_share

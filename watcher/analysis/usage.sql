@@ -2,35 +2,30 @@
 -- Rates come from deltas between consecutive samples of one (session, step) ordered by their
 -- real timestamps; idle samples count like any other. Thresholds come from tw_th (one row).
 
--- name: step_usage
--- Per job, step and node: CPU work, busy cores per sample, memory peak, system-time profile.
-CREATE OR REPLACE TEMP TABLE tw_step_usage AS
+-- name: session_steps
+-- Per session and step: CPU work, busy cores per sample interval, memory peak, system-time
+-- profile. Only the columns the sums need travel through the window's sort.
+CREATE OR REPLACE TEMP TABLE tw_session_steps AS
 WITH deltas AS (
-    SELECT s.job_key, x.node, x.step, x.ts, x.rss_bytes, x.largest_comm, x.largest_rss_bytes,
-           x.cpu_user_s, x.cpu_system_s,
-           coalesce(x.cpus_available, s.cores_available) AS cpus_available,
-           epoch(x.ts - lag(x.ts) OVER w) AS dt,
+    SELECT session_id, step, ts, rss_bytes, cpus_available, cpu_user_s, cpu_system_s,
+           epoch(ts - lag(ts) OVER w) AS dt,
            -- Counters only grow; a drop means a process left without being reaped in the tree.
-           greatest(x.cpu_user_s - lag(x.cpu_user_s) OVER w, 0) AS d_user,
-           greatest(x.cpu_system_s - lag(x.cpu_system_s) OVER w, 0) AS d_sys
-    FROM step_samples x
-    JOIN tw_sessions s USING (session_id)
-    WINDOW w AS (PARTITION BY x.session_id, x.step ORDER BY x.ts, x.seq)
-),
-rates AS (
-    SELECT *,
-           CASE WHEN dt > 0 THEN (d_user + d_sys) / dt END AS busy_cores,
-           CASE WHEN dt > 0 THEN d_sys / dt END AS sys_cores,
-           d_sys / nullif(d_user, 0) AS sys_ratio
-    FROM deltas
+           greatest(cpu_user_s - lag(cpu_user_s) OVER w, 0) AS d_user,
+           greatest(cpu_system_s - lag(cpu_system_s) OVER w, 0) AS d_sys
+    FROM step_samples
+    WHERE session_id IN (SELECT session_id FROM tw_sessions)
+    -- seq orders a session's rounds as ts does; it is the cheaper sort key.
+    WINDOW w AS (PARTITION BY session_id, step ORDER BY seq)
 ),
 judged AS (
-    SELECT r.*,
-           r.sys_cores >= th.high_system_time__min_system_cores AND r.d_user > 0 AS sys_counted,
-           r.busy_cores > th.low_concurrency__max_busy_cores AS parallel
-    FROM rates r CROSS JOIN tw_th th
+    SELECT d.*,
+           (d.d_user + d.d_sys) / d.dt AS busy_cores,
+           d.d_sys / nullif(d.d_user, 0) AS sys_ratio,
+           d.d_sys / d.dt >= th.high_system_time__min_system_cores AND d.d_user > 0 AS sys_counted,
+           (d.d_user + d.d_sys) / d.dt > th.low_concurrency__max_busy_cores AS parallel
+    FROM deltas d CROSS JOIN tw_th th
 )
-SELECT job_key, step, node,
+SELECT session_id, step,
        count(*) AS samples,
        coalesce(sum(dt), 0) AS span_s,
        min(ts) AS first_ts,
@@ -38,80 +33,126 @@ SELECT job_key, step, node,
        -- Work before the first sample is in the first cumulative reading.
        sum(CASE WHEN dt IS NULL THEN cpu_user_s + cpu_system_s ELSE d_user + d_sys END) AS cpu_s,
        sum(CASE WHEN dt IS NULL THEN cpu_system_s ELSE d_sys END) AS system_s,
-       sum(d_user + d_sys) / nullif(sum(dt), 0) AS mean_busy_cores,
+       coalesce(sum(d_user + d_sys), 0) AS sampled_cpu_s,
        max(busy_cores) AS max_busy_cores,
        coalesce(sum(dt) FILTER (parallel), 0) AS parallel_s,
        max(cpus_available) AS cpus_available,
        max(rss_bytes) AS peak_rss_bytes,
-       arg_max(largest_comm, largest_rss_bytes) AS largest_comm,
        count(*) FILTER (sys_counted) AS sys_samples,
        count(*) FILTER (sys_counted AND sys_ratio > 0.1 AND sys_ratio <= 1 / 3) AS sys_10_33,
        count(*) FILTER (sys_counted AND sys_ratio > 1 / 3 AND sys_ratio <= 2 / 3) AS sys_33_67,
        count(*) FILTER (sys_counted AND sys_ratio > 2 / 3 AND sys_ratio <= 1) AS sys_67_100,
-       coalesce(sum(sys_ratio) FILTER (sys_counted AND sys_ratio > 1), 0) AS sys_over_100,
-       -- The old tool's weighting: 1 for (1/3, 2/3], 2 for (2/3, 1], 3 × ratio above 1.
-       count(*) FILTER (sys_counted AND sys_ratio > 1 / 3 AND sys_ratio <= 2 / 3)
-           + 2 * count(*) FILTER (sys_counted AND sys_ratio > 2 / 3 AND sys_ratio <= 1)
-           + 3 * coalesce(sum(sys_ratio) FILTER (sys_counted AND sys_ratio > 1), 0) AS sys_score
+       coalesce(sum(sys_ratio) FILTER (sys_counted AND sys_ratio > 1), 0) AS sys_over_100
 FROM judged
-GROUP BY job_key, step, node;
+GROUP BY session_id, step;
+
+-- name: step_usage
+-- Per job, step and node (a node may have had more than one session, e.g. run and attach).
+CREATE OR REPLACE TEMP TABLE tw_step_usage AS
+SELECT s.job_key, u.step, s.node,
+       sum(u.samples) AS samples,
+       sum(u.span_s) AS span_s,
+       min(u.first_ts) AS first_ts,
+       max(u.last_ts) AS last_ts,
+       sum(u.cpu_s) AS cpu_s,
+       sum(u.system_s) AS system_s,
+       sum(u.sampled_cpu_s) / nullif(sum(u.span_s), 0) AS mean_busy_cores,
+       max(u.max_busy_cores) AS max_busy_cores,
+       sum(u.parallel_s) AS parallel_s,
+       coalesce(max(u.cpus_available), max(s.cores_available)) AS cpus_available,
+       max(u.peak_rss_bytes) AS peak_rss_bytes,
+       sum(u.sys_samples) AS sys_samples,
+       sum(u.sys_10_33) AS sys_10_33,
+       sum(u.sys_33_67) AS sys_33_67,
+       sum(u.sys_67_100) AS sys_67_100,
+       sum(u.sys_over_100) AS sys_over_100,
+       -- The old tool's weighting: 1 for (1/3, 2/3], 2 for (2/3, 1], 3 × ratio above 1.
+       sum(u.sys_33_67) + 2 * sum(u.sys_67_100) + 3 * sum(u.sys_over_100) AS sys_score
+FROM tw_session_steps u
+JOIN tw_sessions s USING (session_id)
+GROUP BY s.job_key, u.step, s.node;
 
 -- name: node_memory
--- Per job and node: the peak of the memory all its steps held at the same sample round.
+-- Per job and node: the peak of the memory all its steps held at the same sample round. A
+-- session with one step needs no per-round sum: its step's peak is the node's.
 CREATE OR REPLACE TEMP TABLE tw_node_memory AS
-SELECT job_key, node, max(rss_bytes) AS peak_rss_bytes, count(*) AS rounds
-FROM (
-    SELECT s.job_key, x.node, x.session_id, x.seq, sum(x.rss_bytes) AS rss_bytes
-    FROM step_samples x JOIN tw_sessions s USING (session_id)
-    GROUP BY ALL
+WITH multi AS (
+    SELECT session_id FROM tw_session_steps GROUP BY session_id HAVING count(*) > 1
+),
+peaks AS (
+    SELECT session_id, max(rss_bytes) AS peak_rss_bytes
+    FROM (
+        SELECT session_id, seq, sum(rss_bytes) AS rss_bytes
+        FROM step_samples
+        WHERE session_id IN (SELECT session_id FROM multi)
+        GROUP BY session_id, seq
+    )
+    GROUP BY session_id
+    UNION ALL
+    SELECT session_id, max(peak_rss_bytes)
+    FROM tw_session_steps
+    WHERE session_id NOT IN (SELECT session_id FROM multi)
+    GROUP BY session_id
 )
-GROUP BY job_key, node;
+SELECT s.job_key, s.node, max(p.peak_rss_bytes) AS peak_rss_bytes
+FROM peaks p JOIN tw_sessions s USING (session_id)
+GROUP BY s.job_key, s.node;
 
 -- name: gpu_usage
 -- Per job, node and GPU: utilisation over time, idle stretches, processes, power and energy.
 CREATE OR REPLACE TEMP TABLE tw_gpu_usage AS
-WITH g AS (
-    SELECT s.job_key, x.node, x.gpu_uuid, x.gpu_index, x.gpu_name, x.util_pct, x.power_w,
-           x.energy_j, x.sm_clock_mhz,
+WITH g AS MATERIALIZED (
+    SELECT x.session_id, x.gpu_index, x.util_pct, x.power_w, x.sm_clock_mhz,
            coalesce(len(x.job_pids), 0) > 0 AS has_job_process,
            -- A sample stands for the time since the previous one (the first: one interval).
            coalesce(epoch(x.ts - lag(x.ts) OVER w), s.interval_s) AS dt,
+           x.energy_j,
            x.energy_j - lag(x.energy_j) OVER w AS d_energy_j,
            -- Runs of idle samples share the count of busy samples seen before them.
            sum((coalesce(x.util_pct, 0) > 0)::INTEGER) OVER w AS busy_before
     FROM gpu_samples x
     JOIN tw_sessions s USING (session_id)
-    WINDOW w AS (PARTITION BY s.job_key, x.node, x.gpu_uuid ORDER BY x.ts, x.seq)
+    WINDOW w AS (PARTITION BY x.session_id, x.gpu_index ORDER BY x.seq)
 ),
 idle_runs AS (
-    SELECT job_key, node, gpu_uuid, max(idle_s) AS longest_idle_s
+    SELECT session_id, gpu_index, max(idle_s) AS longest_idle_s
     FROM (
-        SELECT job_key, node, gpu_uuid, busy_before, sum(dt) AS idle_s
+        SELECT session_id, gpu_index, busy_before, sum(dt) AS idle_s
         FROM g WHERE util_pct = 0 GROUP BY ALL
     )
     GROUP BY ALL
+),
+per_session AS (
+    SELECT g.session_id, g.gpu_index,
+           count(*) AS samples,
+           count(g.util_pct) AS util_samples,
+           sum(g.dt) AS span_s,
+           sum(g.dt) FILTER (g.util_pct IS NOT NULL) AS util_span_s,
+           sum(g.util_pct * g.dt) AS util_s,
+           max(g.util_pct) AS max_util_pct,
+           coalesce(sum(g.dt) FILTER (g.util_pct = 0), 0) AS idle_s,
+           coalesce(sum(g.dt) FILTER (g.util_pct < th.investigate_gpu_usage__low_util_pct), 0) AS low_s,
+           count(*) FILTER (g.has_job_process) AS samples_with_process,
+           avg(g.sm_clock_mhz) AS avg_sm_clock_mhz,
+           avg(g.power_w) AS avg_power_w,
+           -- The NVML energy counter when it is read, else power integrated over time.
+           CASE WHEN count(g.energy_j) >= 2 THEN sum(greatest(g.d_energy_j, 0))
+                ELSE sum(g.power_w * g.dt) END AS energy_j
+    FROM g CROSS JOIN tw_th th
+    GROUP BY g.session_id, g.gpu_index
 )
-SELECT g.job_key, g.node, g.gpu_uuid,
-       min(g.gpu_index) AS gpu_index,
-       min(g.gpu_name) AS gpu_name,
-       count(*) AS samples,
-       count(g.util_pct) AS util_samples,
-       sum(g.dt) AS span_s,
-       sum(g.util_pct * g.dt) / nullif(sum(g.dt) FILTER (g.util_pct IS NOT NULL), 0) AS avg_util_pct,
-       max(g.util_pct) AS max_util_pct,
-       coalesce(sum(g.dt) FILTER (g.util_pct = 0), 0) AS idle_s,
-       coalesce(sum(g.dt) FILTER (g.util_pct < th.investigate_gpu_usage__low_util_pct), 0) AS low_s,
-       coalesce(any_value(r.longest_idle_s), 0) AS longest_idle_s,
-       count(*) FILTER (g.has_job_process) AS samples_with_process,
-       avg(g.sm_clock_mhz) AS avg_sm_clock_mhz,
-       avg(g.power_w) AS avg_power_w,
-       -- The NVML energy counter when it is read, else power integrated over time.
-       CASE WHEN count(g.energy_j) >= 2 THEN sum(greatest(g.d_energy_j, 0))
-            ELSE sum(g.power_w * g.dt) END AS energy_j
-FROM g
-CROSS JOIN tw_th th
-LEFT JOIN idle_runs r USING (job_key, node, gpu_uuid)
-GROUP BY g.job_key, g.node, g.gpu_uuid;
+SELECT s.job_key, s.node, d.gpu_uuid, p.gpu_index, d.gpu_name, p.samples, p.util_samples,
+       p.span_s, p.util_s / nullif(p.util_span_s, 0) AS avg_util_pct, p.max_util_pct, p.idle_s,
+       p.low_s, coalesce(r.longest_idle_s, 0) AS longest_idle_s, p.samples_with_process,
+       p.avg_sm_clock_mhz, p.avg_power_w, p.energy_j
+FROM per_session p
+JOIN tw_sessions s USING (session_id)
+LEFT JOIN idle_runs r USING (session_id, gpu_index)
+LEFT JOIN (
+    SELECT session_id, gpu_index, min(gpu_uuid) AS gpu_uuid, min(gpu_name) AS gpu_name
+    FROM gpu_samples WHERE session_id IN (SELECT session_id FROM tw_sessions)
+    GROUP BY ALL
+) d USING (session_id, gpu_index);
 
 -- name: gpu_levels
 -- Per job and node: how long 0, 1, 2 … of its GPUs were in use at once. A GPU is in use at a
@@ -144,13 +185,17 @@ FROM levels
 GROUP BY job_key, node;
 
 -- name: jupyter
+-- The pattern is matched against the distinct process names only (few), not every row.
 CREATE OR REPLACE TEMP TABLE tw_jupyter AS
+WITH names AS (
+    SELECT comm FROM (SELECT DISTINCT comm FROM process_samples) CROSS JOIN tw_th th
+    WHERE regexp_matches(comm, th.jupyter_on_compute__comm_pattern)
+)
 SELECT s.job_key, p.step, s.node, min(p.comm) AS comm,
        count(DISTINCT (p.pid, p.start_ticks)) AS processes, min(p.ts) AS first_seen
 FROM process_samples p
+JOIN names USING (comm)
 JOIN tw_sessions s USING (session_id)
-CROSS JOIN tw_th th
-WHERE regexp_matches(p.comm, th.jupyter_on_compute__comm_pattern)
 GROUP BY ALL;
 
 -- name: job_metrics
