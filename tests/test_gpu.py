@@ -271,6 +271,15 @@ def test_a_refused_metric_is_none_and_not_asked_again(nvml):
     assert nvml.lines == []  # "not supported" is normal, not news
 
 
+def test_refused_process_lists_are_unknown_not_empty(nvml):
+    refused = {f"nvmlDevice{kind}RunningProcesses{v}": "NoPermission"
+               for kind in ("GetCompute", "GetGraphics") for v in ("", "_v2", "_v3")}
+    nvml.scenario([gpu(0, errors=refused), gpu(1)])
+    unknown, idle = nvml.sampler(None).sample({os.getpid()})
+    assert (unknown.job_pids, unknown.other_pids) == (None, None)
+    assert (idle.job_pids, idle.other_pids) == ([], 0)
+
+
 def test_a_transient_error_is_none_logged_once_and_retried(nvml):
     nvml.scenario([gpu(0, errors={"nvmlDeviceGetTemperature": "NoPermission"})])
     sampler = nvml.sampler(None)

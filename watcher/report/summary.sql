@@ -96,7 +96,9 @@ SELECT node, gpu_uuid, any_value(gpu_index) AS gpu_index, any_value(gpu_name) AS
     -- The energy counter when the GPU has one, else power integrated over time.
     coalesce(max(energy_j) - min(energy_j),
              sum((power_w + prev_power_w) / 2 * dt) FILTER (WHERE dt > 0)) AS energy_j,
-    avg(CASE WHEN len(job_pids) = 0 THEN 1.0 ELSE 0.0 END) AS no_process_share,
+    -- Share of samples with no job process on the GPU (unknown process lists don't count).
+    avg(CASE WHEN job_pids IS NULL THEN NULL WHEN len(job_pids) = 0 THEN 1.0 ELSE 0.0 END)
+        AS no_process_share,
     max(temperature_c) AS max_temperature_c
 FROM g
 GROUP BY node, gpu_uuid

@@ -119,8 +119,8 @@ class _Gpu:
             temperature_c=None,
             sm_clock_mhz=None,
             throttle_reasons=None,
-            job_pids=[],
-            other_pids=0,
+            job_pids=None,
+            other_pids=None,
         )
 
 
@@ -268,12 +268,14 @@ class GpuSampler:
         temperature = read(gpu, "temperature", self._temperature, handle, self._sensor_gpu)
         sm_clock = read(gpu, "sm_clock", self._clock, handle, self._clock_sm)
         throttle = read(gpu, "throttle", self._throttle, handle)
-        compute = read(gpu, "compute_processes", self._compute, handle) or ()
-        graphics = read(gpu, "graphics_processes", self._graphics, handle) or ()
+        compute = read(gpu, "compute_processes", self._compute, handle)
+        graphics = read(gpu, "graphics_processes", self._graphics, handle)
 
-        # A process that does both compute and graphics is listed twice.
-        pids = {p.pid for p in compute} | {p.pid for p in graphics}
-        mine = sorted(pid for pid in pids if pid in job)
+        # A process that does both compute and graphics is listed twice. When NVML lists
+        # neither, who runs on the GPU is unknown (None), which is not "nobody" ([]).
+        pids = {p.pid for p in compute or ()} | {p.pid for p in graphics or ()}
+        known = compute is not None or graphics is not None
+        mine = sorted(pid for pid in pids if pid in job) if known else None
         d = gpu.device
         return GpuReading(
             gpu_index=d.index,
@@ -289,7 +291,7 @@ class GpuSampler:
             sm_clock_mhz=None if sm_clock is None else float(sm_clock),
             throttle_reasons=throttle,
             job_pids=mine,
-            other_pids=len(pids) - len(mine),
+            other_pids=len(pids) - len(mine) if mine is not None else None,
         )
 
     def _read(self, gpu: _Gpu, metric: str, query: Callable[..., Any], *args: Any) -> Any:

@@ -66,8 +66,8 @@ class GpuReading:
     temperature_c: float | None
     sm_clock_mhz: float | None
     throttle_reasons: int | None   # NVML clocks-event reasons bit mask
-    job_pids: list[int]            # job processes running on this GPU
-    other_pids: int                # processes on it that are not the job's
+    job_pids: list[int] | None     # job processes running on this GPU; None: NVML won't say
+    other_pids: int | None         # processes on it that are not the job's
 
 
 def field_names(cls: type) -> list[str]:

@@ -93,6 +93,6 @@ CREATE TABLE gpu_samples (
     temperature_c       DOUBLE,
     sm_clock_mhz        DOUBLE,
     throttle_reasons    UBIGINT,               -- NVML clocks-event bit mask
-    job_pids            INTEGER[],             -- job processes running on the GPU
+    job_pids            INTEGER[],             -- job processes on the GPU; NULL: NVML won't say
     other_pids          INTEGER                -- processes on it that are not the job's
 );

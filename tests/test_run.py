@@ -1,0 +1,127 @@
+"""`turingwatch run` end to end on this machine (no Slurm): the command, its status, the reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
+
+
+def turingwatch(tmp_path, *args, env=None, timeout=120, **kwargs):
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    full_env.pop("TURINGWATCH_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", *args], env=full_env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=timeout, **kwargs,
+    )
+
+
+def summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_reports_a_busy_command(tmp_path):
+    out = tmp_path / "out"
+    code = BURN.format(s=1.5) + "x = bytearray(150 * 2**20)\nfor i in range(0, len(x), 4096): x[i] = 1\n" \
+        + "time.sleep(0.6)\n"
+    done = turingwatch(tmp_path, "run", "--interval", "0.5", "--output", str(out), "--",
+                       sys.executable, "-c", code)
+    assert done.returncode == 0, done.stderr
+    assert "turingwatch report card" in done.stdout and "local run" in done.stdout
+    s = summary(out)
+    for key in ("job_id", "exit_code", "elapsed_s", "cores_available", "cpu_user_s", "cpu_system_s",
+                "cpu_efficiency", "peak_rss_bytes", "mem_requested_bytes", "gpus", "steps"):
+        assert key in s
+    assert s["job_id"] is None and s["exit_code"] == 0 and s["gpus"] == []
+    assert 1.4 <= s["cpu_user_s"] + s["cpu_system_s"] <= 3.0
+    assert 150 * 2**20 <= s["peak_rss_bytes"] <= 400 * 2**20
+    assert 0 < s["cpu_efficiency"] <= 1 and s["cores_available"] == len(os.sched_getaffinity(0))
+    (step,) = s["steps"]
+    assert step["step"] == "local" and step["samples"] >= 3
+    assert step["processes"][0]["comm"].startswith("python")
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "Cores in use" in html
+    assert "<script" not in html and "<link" not in html and 'src="http' not in html  # offline
+
+
+def test_exit_status_and_signal_are_kept(tmp_path):
+    assert turingwatch(tmp_path, "run", "-q", "-i", "0.5", "-o", "a", "--", "sh", "-c", "exit 3").returncode == 3
+    assert summary(tmp_path / "a")["exit_code"] == 3
+    killed = turingwatch(tmp_path, "run", "-q", "-i", "0.5", "-o", "b", "--", "sh", "-c", "kill -TERM $$")
+    assert killed.returncode == -signal.SIGTERM
+    assert summary(tmp_path / "b")["exit_signal"] == signal.SIGTERM
+    missing = turingwatch(tmp_path, "run", "-q", "-o", "c", "--", "/no/such/program")
+    assert missing.returncode == 127 and "cannot start /no/such/program" in missing.stderr
+
+
+def test_signals_reach_the_command(tmp_path):
+    code = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGUSR1, lambda *a: sys.exit(7))\n"
+            "open('ready', 'w').close()\ntime.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "watcher", "run", "-q", "-i", "0.5", "-o", "o", "--",
+                             sys.executable, "-c", code], cwd=tmp_path, env=env)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "ready").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=30) == 7
+
+
+def test_daemonized_and_short_lived_children_are_counted(tmp_path):
+    # A grandchild that double-forks away (re-parented to the watcher, a subreaper) and
+    # twenty short workers that each live less than a sample interval.
+    burner = f"{sys.executable} -c '{BURN.format(s=0.1)}'"
+    script = (f"( setsid {sys.executable} -c '{BURN.format(s=0.8)}' & ); "
+              f"for i in $(seq 20); do {burner}; done; sleep 1.5")
+    done = turingwatch(tmp_path, "run", "-q", "-i", "5", "-o", "o", "--", "bash", "-c", script)
+    assert done.returncode == 0, done.stderr
+    cpu = summary(tmp_path / "o")["cpu_user_s"] + summary(tmp_path / "o")["cpu_system_s"]
+    assert cpu >= 0.8 + 20 * 0.1 * 0.9
+
+
+def test_watcher_trouble_never_stops_the_command(tmp_path):
+    unwritable = turingwatch(tmp_path, "run", "-o", "/proc/forbidden", "--", "sh", "-c", "echo ran; exit 4")
+    assert unwritable.returncode == 4 and "ran" in unwritable.stdout
+    assert "the command runs unwatched" in unwritable.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[watcher\n")
+    broken = turingwatch(tmp_path, "--config", str(bad), "run", "-q", "-o", "o", "--", "sh", "-c", "exit 5")
+    assert broken.returncode == 5 and "using the defaults" in broken.stderr
+    fast = turingwatch(tmp_path, "run", "-q", "-i", "0.01", "-o", "f", "--", "true")
+    assert fast.returncode == 0 and "below 0.5" in fast.stderr
+
+
+def test_no_nvml_library_is_one_line(tmp_path):
+    done = turingwatch(tmp_path, "run", "-q", "-i", "0.5", "-o", "o", "--", "true")
+    assert done.returncode == 0
+    assert len(done.stderr.splitlines()) == 1 and "NVML is not available" in done.stderr
+
+
+def test_gpus_through_the_fake_nvml(tmp_path):
+    scenario = REPO / "tests" / "fake_nvml" / "scenarios" / "two-gpus-one-idle.json"
+    env = {"PYTHONPATH": f"{REPO / 'tests' / 'fake_nvml'}:{REPO}", "FAKE_NVML_SCENARIO": str(scenario)}
+    done = turingwatch(tmp_path, "run", "-i", "0.5", "-o", "o", "--", sys.executable, "-c",
+                       BURN.format(s=1.0), env=env)
+    assert done.returncode == 0, done.stderr
+    gpus = {g["index"]: g for g in summary(tmp_path / "o")["gpus"]}
+    assert set(gpus) == {0, 1}
+    assert gpus[1]["no_process_share"] == 1.0 and gpus[0]["no_process_share"] < 1.0
+    assert gpus[0]["mean_power_w"] > 1 and gpus[0]["mean_util_pct"] > 0
+    assert "no process of the job on it 100%" in done.stdout
+
+
+@pytest.mark.parametrize("interval", ["0.5"])
+def test_attach_needs_a_job(tmp_path, interval):
+    done = turingwatch(tmp_path, "attach", "--interval", interval, env={"SLURM_JOB_ID": ""})
+    assert done.returncode == 2 and "no job to attach to" in done.stderr
