@@ -125,3 +125,12 @@ def test_gpus_through_the_fake_nvml(tmp_path):
 def test_attach_needs_a_job(tmp_path, interval):
     done = turingwatch(tmp_path, "attach", "--interval", interval, env={"SLURM_JOB_ID": ""})
     assert done.returncode == 2 and "no job to attach to" in done.stderr
+
+
+def test_cores_distribution_weights_time_and_rounds_partly_busy_cores_up():
+    from watcher.report.summary import cores_distribution
+
+    rows = [{"cores_in_use": 0.4, "dt": 10.0}, {"cores_in_use": 0.05, "dt": 10.0},
+            {"cores_in_use": 2.0, "dt": 20.0}, {"cores_in_use": None, "dt": 5.0}]
+    assert cores_distribution(rows) == [{"cores": 0, "share": 0.25}, {"cores": 1, "share": 0.25},
+                                        {"cores": 2, "share": 0.5}]

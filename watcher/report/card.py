@@ -52,7 +52,7 @@ def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> st
     )
     dist = s["cores_in_use"]["distribution"]
     if dist:
-        lines.append(_line("Cores busy", "share of the time with N cores busy"))
+        lines.append(_line("Cores busy", "share of the time with N cores busy (partly busy: rounded up)"))
         for row in dist:
             lines.append(_line("", f"{row['cores']:>3} {_bar(row['share'])} {percent(row['share'])}"))
 

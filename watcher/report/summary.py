@@ -23,14 +23,18 @@ def _num(value: Any, digits: int = 3) -> Any:
     return value
 
 
+# A core counts as busy once it is busier than this (so 0.4 cores reads as 1, 0.05 as 0).
+_BUSY_CORE_SLACK = 0.1
+
+
 def cores_distribution(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Share of observed time spent with 0, 1, 2 … cores busy (rounded to whole cores)."""
+    """Share of observed time spent with 0, 1, 2 … cores busy (partly busy cores round up)."""
     weights: dict[int, float] = {}
     for row in timeline:
         cores, dt = row["cores_in_use"], row["dt"]
         if cores is None or not dt:
             continue
-        level = max(0, round(cores))
+        level = max(0, math.ceil(cores - _BUSY_CORE_SLACK))
         weights[level] = weights.get(level, 0.0) + dt
     total = sum(weights.values())
     return [
