@@ -146,7 +146,7 @@ class Deliverer:
         if self.outbox is not None:
             return self._write(letter, message.as_bytes())
         self.throttle.wait()
-        return self._send(letter, message, [to, *mail.cc])
+        return self._send(letter, message, to)
 
     def _write(self, letter: RenderedLetter, data: bytes) -> Outcome:
         assert self.outbox is not None
@@ -159,15 +159,13 @@ class Deliverer:
             raise MailError(f"cannot write {path}: {exc.strerror}") from None
         return Outcome(letter.user, WRITTEN, str(path))
 
-    def _send(
-        self, letter: RenderedLetter, message: EmailMessage, recipients: list[str]
-    ) -> Outcome:
+    def _send(self, letter: RenderedLetter, message: EmailMessage, to: str) -> Outcome:
         assert self.ledger is not None and self.smtp is not None
         mail, period, user = self.config.mail, letter.period, letter.user
         for attempt in range(1, mail.retry_attempts + 1):
-            self.ledger.mark_sending(period, user, message["Message-ID"], recipients)
+            self.ledger.mark_sending(period, user, message["Message-ID"], [to, *mail.cc])
             try:
-                refused = self.smtp.send(message, recipients)
+                refused = self.smtp.send(message, to, mail.cc)
             except DeliveryError as exc:
                 self.ledger.mark_failed(period, user, str(exc))
                 last = attempt == mail.retry_attempts
@@ -179,5 +177,5 @@ class Deliverer:
                 continue
             note = "; ".join(f"refused {a}: {t}" for a, t in refused.items()) or None
             self.ledger.mark_sent(period, user, note)
-            return Outcome(user, SENT_NOW, note or recipients[0])
+            return Outcome(user, SENT_NOW, note or to)
         raise AssertionError("unreachable: the loop returns or raises")

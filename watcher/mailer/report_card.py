@@ -36,12 +36,10 @@ def send_report_card(
     with SmtpSession(mail) as smtp:
         for attempt in range(1, mail.retry_attempts + 1):
             try:
-                refused = smtp.send(message, [to])
+                smtp.send(message, to)
             except DeliveryError as exc:
                 if exc.permanent or attempt == mail.retry_attempts:
                     raise MailError(f"report card for {user} <{to}> not sent: {exc}") from None
                 time.sleep(mail.retry_backoff_s * 2 ** (attempt - 1))
                 continue
-            if refused:
-                raise MailError(f"report card for {user}: refused {refused}")
             return

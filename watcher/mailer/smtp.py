@@ -6,9 +6,11 @@ Errors come out as :class:`DeliveryError` (temporary or permanent, for one lette
 
 from __future__ import annotations
 
+import email.policy
 import smtplib
 import ssl
 from email.message import EmailMessage
+from email.utils import parseaddr
 
 from watcher.config import MailSettings, expand_path
 from watcher.mailer.errors import DeliveryError, MailError
@@ -74,30 +76,47 @@ class SmtpSession:
             raise ServerUnreachable(f"cannot connect to SMTP server {self.server}: {exc}") from None
         return smtp
 
-    def send(self, message: EmailMessage, recipients: list[str]) -> dict[str, str]:
-        """Hand one letter to the server; return the recipients it refused (others got it).
+    def send(self, message: EmailMessage, to: str, cc: list[str] | None = None) -> dict[str, str]:
+        """Hand one letter to the server; return the Cc addresses it refused.
 
-        Raises DeliveryError when the server took the letter for nobody.
+        The main recipient comes first and alone: when the server refuses it, the transaction
+        is abandoned before DATA, so no copy reaches the Cc list either (and a later retry
+        cannot give the Cc list a second one). Raises DeliveryError then.
         """
         if self._smtp is None:
             self._smtp = self._connect()
+        smtp = self._smtp
+        sender = parseaddr(str(message["From"]))[1]
         try:
-            refused = self._smtp.send_message(message, to_addrs=recipients)
-        except smtplib.SMTPRecipientsRefused as exc:
-            answers = {addr: _answer(code, text) for addr, (code, text) in exc.recipients.items()}
-            permanent = all(code >= 500 for code, _ in exc.recipients.values())
-            raise DeliveryError(
-                "; ".join(f"{a}: {t}" for a, t in answers.items()), permanent=permanent
-            ) from None
-        except smtplib.SMTPResponseException as exc:  # sender refused, data refused, …
-            self.close()
-            raise DeliveryError(
-                _answer(exc.smtp_code, exc.smtp_error), permanent=exc.smtp_code >= 500
-            ) from None
-        except (OSError, smtplib.SMTPException) as exc:  # dropped connection, timeout
+            smtp.ehlo_or_helo_if_needed()
+            code, text = smtp.mail(sender)
+            if code != 250:
+                self._abandon(code, text, f"sender {sender}")
+            code, text = smtp.rcpt(to)
+            if code not in (250, 251):
+                self._abandon(code, text, to)
+            refused = {}
+            for address in cc or []:
+                code, text = smtp.rcpt(address)
+                if code not in (250, 251):
+                    refused[address] = _answer(code, text)
+            code, text = smtp.data(message.as_bytes(policy=email.policy.SMTP))
+            if code != 250:
+                self._abandon(code, text, "message")
+        except smtplib.SMTPServerDisconnected as exc:
+            self._drop()
+            raise ServerUnreachable(f"SMTP server {self.server} hung up: {exc}") from None
+        except (OSError, smtplib.SMTPException) as exc:  # a timeout, a reset connection
             self._drop()
             raise ServerUnreachable(f"SMTP server {self.server}: {exc}") from None
-        return {addr: _answer(code, text) for addr, (code, text) in refused.items()}
+        return refused
+
+    def _abandon(self, code: int, text: bytes, what: str) -> None:
+        try:
+            self._smtp.rset()
+        except (OSError, smtplib.SMTPException):
+            self._drop()
+        raise DeliveryError(f"{what}: {_answer(code, text)}", permanent=code >= 500)
 
     def _drop(self) -> None:
         if self._smtp is not None:
