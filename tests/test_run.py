@@ -134,3 +134,14 @@ def test_cores_distribution_weights_time_and_rounds_partly_busy_cores_up():
             {"cores_in_use": 2.0, "dt": 20.0}, {"cores_in_use": None, "dt": 5.0}]
     assert cores_distribution(rows) == [{"cores": 0, "share": 0.25}, {"cores": 1, "share": 0.25},
                                         {"cores": 2, "share": 0.5}]
+
+
+def test_exec_from_a_shell_that_ran_other_work_first(tmp_path):
+    # The shell's reaped children (the first burn) stay with the process across exec.
+    script = (f"{sys.executable} -c '{BURN.format(s=1.0)}'; exec {sys.executable} -m watcher run -q "
+              f"-i 0.5 -o o -- {sys.executable} -c '{BURN.format(s=0.3)}'")
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    s = summary(tmp_path / "o")
+    assert 0.25 <= s["cpu_user_s"] + s["cpu_system_s"] < 0.9

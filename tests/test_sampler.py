@@ -148,3 +148,12 @@ def test_idle_processes_keep_their_io_reading(proc):
     sampler.skip_idle_io = False
     proc.put(90, 1, utime=11, rchar=1500)
     assert sampler.sample().steps[0].rchar == 1500
+
+
+def test_own_reaped_history_before_watching_is_not_the_jobs(proc):
+    proc.put(30, 1, comm="turingwatch", cutime=700)   # a shell ran pip, then exec'd us
+    s = Sampler(ListedSource({"local": StepProcesses([30], children_only={30})}),
+                proc_root=str(proc.root), own_pid=30)
+    assert s.sample().steps[0].cpu_user_s == 0
+    proc.put(30, 1, comm="turingwatch", cutime=900)   # we reaped the job's command
+    assert s.sample().steps[0].cpu_user_s == pytest.approx(200 * TICK)

@@ -86,7 +86,10 @@ def run(config: Config, options: RunOptions) -> Outcome:
     if options.recycle_malloc:
         env, intercept_dir = _with_recycler(env, output_dir)
 
+    # What our process had already reaped before (a shell that exec'd us keeps its history).
+    usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     outcome = Outcome(started=time.time())
+    outcome.extra["usage_before"] = usage_before
     try:
         child = subprocess.Popen(options.command, env=env)
     except OSError as exc:
@@ -204,6 +207,7 @@ def _finish(
     from watcher.report.writer import finish_report
 
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = outcome.extra["usage_before"]
     intercept_stats = None
     if intercept_dir is not None:
         try:
@@ -220,7 +224,9 @@ def _finish(
             "exit_code": outcome.exit_code,
             "exit_signal": outcome.exit_signal,
             "elapsed_s": outcome.elapsed_s,
-            "rusage_children": {"user_s": usage.ru_utime, "system_s": usage.ru_stime,
+            # Everything the command's tree used, as the kernel counted it at reaping.
+            "rusage_children": {"user_s": usage.ru_utime - before.ru_utime,
+                                "system_s": usage.ru_stime - before.ru_stime,
                                 "maxrss_kib": usage.ru_maxrss},
             "intercepter": intercept_stats,
         }

@@ -70,7 +70,7 @@ class Watch:
         self.job = job
         self.interval_s = interval_s
         self.session_id = str(uuid.uuid4())
-        self.sampler = Sampler(source, gpu)
+        self.sampler = Sampler(source, gpu, own_pid=os.getpid())
         self.gpu = gpu
         self.started_at = time.time()
         self.spool_path = output_dir / "spool" / f"{job.node}.{os.getpid()}.jsonl"

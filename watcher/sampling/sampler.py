@@ -70,11 +70,21 @@ class Sampler:
     proc_root: str = "/proc"
     read_cmdlines: bool = True
     skip_idle_io: bool = True
+    # The watcher's own pid: its reaped-children counters count only from now on, since a
+    # process keeps them across exec (`exec turingwatch run …` from a shell that ran pip).
+    own_pid: int | None = None
+    _own_baseline: tuple[int, int, int, int] = (0, 0, 0, 0)
     clock: Callable[[], float] = time.time
     seq: int = 0
     _seen: dict[tuple[int, int], _Seen] = field(default_factory=dict)
     _departed: dict[str, list[int]] = field(default_factory=dict)
     _last_totals: dict[str, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.own_pid is not None:
+            st = procfs.read_stat(self.own_pid, self.proc_root)
+            if st is not None:
+                self._own_baseline = (st.cutime, st.cstime, st.cminflt, st.cmajflt)
 
     def sample(self) -> SampleRecord:
         ts = self.clock()
@@ -109,11 +119,15 @@ class Sampler:
                 present = True
                 if pid in children_only:
                     counters = (st.cutime, st.cstime, st.cminflt, st.cmajflt, 0, 0, 0, 0)
+                    if pid == self.own_pid:
+                        base = self._own_baseline
+                        counters = (counters[0] - base[0], counters[1] - base[1],
+                                    counters[2] - base[2], counters[3] - base[3], 0, 0, 0, 0)
                     seen_now[key] = (step, st.ppid, counters, st.comm, -1, None)
-                    user += st.cutime
-                    system += st.cstime
-                    minflt += st.cminflt
-                    majflt += st.cmajflt
+                    user += counters[0]
+                    system += counters[1]
+                    minflt += counters[2]
+                    majflt += counters[3]
                     continue
                 last = previous.get(key)
                 cpu_ticks = st.utime + st.stime
