@@ -134,10 +134,12 @@ def test_light_markdown_is_escaped_first():
 def test_tldr_puts_the_most_severe_and_widespread_problems_first(config, rules):
     report = sample_report("alice")
     advice = pick_advice(report, rules)
-    assert 1 <= len(advice) <= 3
+    assert len(advice) == 3
     order = {"serious": 0, "medium": 1, "info": 2}
     keys = [(order[a.rule.severity], -a.jobs) for a in advice]
     assert keys == sorted(keys)
+    # One change per resource: cores, GPUs, memory.
+    assert [a.rule.id for a in advice] == ["cpu_underuse", "gpu_never_used", "memory_underuse"]
     top = advice[0]
     assert top.rule.id == "cpu_underuse"
     flagged = [j for j in report.jobs
@@ -331,3 +333,30 @@ def test_cores_chart_shows_the_jobs_that_left_most_cores_idle():
 def test_no_chart_without_data():
     assert cores_chart([{"job_id": 1}]) is None
     assert gpu_chart([{"job_id": 1, "gpus": 0, "gpu_avg_util_pct": None}]) is None
+
+
+def test_tldr_names_one_change_per_resource_before_repeating_one(config, rules):
+    report = sample_report("alice", jobs=2)
+    report.findings[:] = (
+        [Finding("cpu_underuse", "serious", "alice", i, None, "turing") for i in range(5)]
+        + [Finding("low_concurrency", "serious", "alice", i, "0", "turing") for i in range(4)]
+        + [Finding("memory_underuse", "medium", "alice", 9, None, "turing")]
+    )
+    ids = [a.rule.id for a in pick_advice(report, rules)]
+    assert ids == ["cpu_underuse", "memory_underuse", "low_concurrency"]
+
+
+def test_concerning_rows_that_make_the_letter_are_the_worst(config, rules):
+    short = dataclasses.replace(config, site=dataclasses.replace(config.site, letter_max_rows=2))
+    report = sample_report("alice", jobs=2)
+    table = report.sections[0].latest_concerning
+    table.rows[:] = [
+        {"job_id": "1", "problems": "time_limit_underuse"},
+        {"job_id": "2", "problems": "memory_underuse, time_limit_underuse"},
+        {"job_id": "3", "problems": "cpu_underuse"},
+    ]
+    view = build_view(report, rules, short, charts=[])
+    shown = view.sections[0].tables[0]
+    assert [row[0].text for row in shown.rows] == ["3", "2"]
+    assert shown.row_severity == ["serious", "medium"]
+    assert shown.hidden_rows == 1

@@ -279,3 +279,19 @@ def test_mail_command_analyzes_bundles_and_sends(sink, tmp_path):
     assert len(handler.received) == 2
     assert datetime.now(UTC) > PERIOD.end                  # a finished period: no warning
     assert "not over yet" not in result.output
+
+
+def test_an_unfinished_period_is_not_mailed_by_accident(sink, tmp_path):
+    handler, port = sink
+    config_path = write_config(tmp_path, port)
+    current = parse_period("current", "week", "UTC")
+    write_bundle(load_config(config_path), current,
+                 [sample_report("alice", jobs=2, period=current)])
+    args = ["--config", str(config_path), "mail", "--period", current.id, "--no-progress"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 1
+    assert "its letters would be incomplete" in refused.output
+    assert handler.received == []
+    sent = CliRunner().invoke(cli, [*args, "--allow-unfinished"])
+    assert sent.exit_code == 0, sent.output
+    assert "1 sent" in sent.output and len(handler.received) == 1

@@ -54,6 +54,8 @@ def _bundle(
               help="Also send letters an interrupted run may or may not have sent.")
 @click.option("--reanalyze", is_flag=True,
               help="Analyze the period again and rewrite its bundle before mailing.")
+@click.option("--allow-unfinished", is_flag=True,
+              help="Send the letters of a period that is not over yet.")
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when run in a terminal).")
 @pass_app
@@ -65,6 +67,7 @@ def mail(
     outbox: str | None,
     resend_unconfirmed: bool,
     reanalyze: bool,
+    allow_unfinished: bool,
     progress: bool | None,
 ) -> None:
     """Send each user the letter of a period, from the period's bundle.
@@ -89,6 +92,13 @@ def mail(
     try:
         period = parse_period(period_spec, config.analysis.period, config.analysis.timezone)
         if period.end > datetime.now(UTC):
+            # A letter goes out once: sent now, the complete one would never follow.
+            if not (dry_run or allow_unfinished):
+                raise click.ClickException(
+                    f"period {period.id} runs until {period.end:%Y-%m-%d %H:%M %Z}: its letters "
+                    "would be incomplete, and a sent letter is never sent again "
+                    "(--allow-unfinished sends them anyway; --dry-run shows them)"
+                )
             say(f"warning: period {period.id} is not over yet; its letters are incomplete")
         bundle = _bundle(config, period, reanalyze, say)
         unknown = sorted(set(only) - set(bundle.users))

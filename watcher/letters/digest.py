@@ -103,16 +103,17 @@ def jobs_of(findings: Sequence[Finding], jobs: Sequence[Job]) -> list[Job]:
     return list(found.values())
 
 
+def usage_of(rule_id: str) -> Usage | None:
+    """The resource a rule is about, told by its id ('gpu_underuse' -> GPUS)."""
+    return next((u for u in USAGES if any(word in rule_id for word in u.keywords)), None)
+
+
 def evidence(rule_id: str, findings: Sequence[Finding], jobs: Sequence[Job]
              ) -> tuple[str | None, float]:
     """The numbers behind a rule: the usage pair its id names, over the jobs it flagged."""
-    for usage in USAGES:
-        if any(word in rule_id for word in usage.keywords):
-            said = measure(jobs_of(findings, jobs), usage)
-            if said:
-                return said
-            break
-    return None, 1.0
+    usage = usage_of(rule_id)
+    said = measure(jobs_of(findings, jobs), usage) if usage else None
+    return said if said else (None, 1.0)
 
 
 def fallback_rule(rule_id: str, severity: str) -> RuleInfo:
@@ -130,7 +131,9 @@ def pick_advice(
     """The ``limit`` most important problems: most severe, then most jobs, then most waste.
 
     Waste is compared as the share of the reservation left unused, which is unit-free: a
-    memory rule and a core rule of the same severity can be ranked against each other.
+    memory rule and a core rule of the same severity can be ranked against each other. One
+    change per resource comes first (three rules that all say "fewer cores" are one change);
+    the others fill the remaining places.
     """
     by_rule: dict[str, list[Finding]] = defaultdict(list)
     for finding in report.findings:
@@ -145,7 +148,13 @@ def pick_advice(
     advice.sort(key=lambda a: (
         SEVERITY_ORDER.get(a.rule.severity, 9), -a.jobs, a.used_share, a.rule.id
     ))
-    return advice[:limit]
+    first, rest, seen = [], [], set()
+    for item in advice:
+        usage = usage_of(item.rule.id)
+        topic = usage.keywords if usage else item.rule.id
+        (rest if topic in seen else first).append(item)
+        seen.add(topic)
+    return (first + rest)[:limit]
 
 
 def headline(report: UserReport) -> list[str]:

@@ -247,14 +247,26 @@ class _Builder:
         return fill(site.job_url, "site.job_url", job_id=job_id, cluster=cluster,
                     user=self.report.user, web_url=site.web_url.rstrip("/"))
 
+    def rule_ids(self, row: Mapping[str, Any]) -> list[str]:
+        """The rule ids of a row's problems column (the engine joins them with ", ")."""
+        for column in PROBLEM_COLUMNS:
+            value = row.get(column)
+            if value:
+                ids = value if isinstance(value, list | tuple) else str(value).split(",")
+                return [i.strip() for i in ids if i and i.strip()]
+        return []
+
+    def row_rank(self, row: Mapping[str, Any]) -> tuple[int, int]:
+        """Worst severity first, then rows with more problems."""
+        ids = self.rule_ids(row)
+        worst = min((SEVERITY_ORDER.get(self.rule(i).severity, 9) for i in ids), default=9)
+        return worst, -len(ids)
+
     def cell(self, column: Column, row: Mapping[str, Any]) -> Cell:
         value = row.get(column.id)
         if column.id in PROBLEM_COLUMNS:
-            # The engine joins rule ids with ", "; a list is accepted as well.
-            ids = value if isinstance(value, list | tuple) else str(value or "").split(",")
-            ids = [i.strip() for i in ids if i and i.strip()]
             badges = tuple(sorted(
-                (self.badge(str(r)) for r in ids),
+                (self.badge(r) for r in self.rule_ids({column.id: value})),
                 key=lambda b: (SEVERITY_ORDER.get(b.severity, 9), b.title),
             ))
             return Cell("" if badges else "–", badges=badges)
@@ -276,8 +288,12 @@ class _Builder:
             for c in letter_columns(table)
         ]
         limit = self.config.site.letter_max_rows
+        source = table.rows
+        if kind == "latest_concerning":
+            # Only the first rows make it into the letter: let them be the worst ones.
+            source = sorted(source, key=lambda row: self.row_rank(row))
         rows, severities = [], []
-        for row in table.rows[:limit]:
+        for row in source[:limit]:
             cells = [self.cell(c, row) for c in columns]
             rows.append(cells)
             found = [b.severity for cell in cells for b in cell.badges]
