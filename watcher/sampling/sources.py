@@ -76,9 +76,12 @@ class SlurmSource:
 
         found = self.finder.find()
         self.method = found.method
-        stepds = getattr(found, "stepds", {})
+        stepds = found.stepds
         result: dict[str, StepProcesses] = {}
-        for step, pids in found.pids.items():
+        # A step whose tasks have all exited still has its slurmstepd for a moment, holding
+        # their CPU time: one more sample of it makes the step's totals exact.
+        for step in sorted(found.pids.keys() | stepds.keys()):
+            pids = found.pids.get(step, [])
             if pids == [self.self_pid]:
                 continue  # a step holding nothing but this watcher (attach's own step)
             daemons = stepds.get(step, [])
