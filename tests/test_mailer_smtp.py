@@ -44,6 +44,7 @@ class Sink:
         self.refuse: dict[str, str] = {}          # address -> SMTP answer
         self.refuse_once: dict[str, str] = {}     # the same, for the next try only
         self.on_data = None                       # called with the count, before the reply
+        self.hang_up_on: set[str] = set()         # take these users' letters, never answer
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -60,6 +61,9 @@ class Sink:
             count = len(self.received)
         if self.on_data:
             self.on_data(count)
+        user = message["X-Turingwatch-Analysis-Id"].split(":")[1]
+        if user in self.hang_up_on:
+            server.transport.close()
         return "250 2.0.0 queued"
 
     def users(self) -> list[str]:
@@ -175,6 +179,21 @@ def test_a_temporary_refusal_is_retried_in_the_same_run(sink, tmp_path):
     assert report.ok and handler.users() == ["alice"]
     with Ledger(ledger_path(config)) as ledger:
         assert ledger.entry(PERIOD.id, "alice").attempts == 2
+
+
+def test_a_letter_the_server_never_confirmed_is_not_sent_again(sink, tmp_path):
+    handler, port = sink
+    config = load_config(write_config(tmp_path, port))
+    bundle_for(config, ["alice", "bob", "carol"])
+    handler.hang_up_on = {"bob"}        # bob's letter arrives, the "250" never leaves
+    first = deliver(config)
+    assert [(o.user, o.status) for o in first.outcomes] == [
+        ("alice", "sent"), ("bob", "unconfirmed"), ("carol", "sent")]
+    assert "stopped answering while taking the letter" in first.outcomes[1].detail
+    handler.hang_up_on = set()
+    second = deliver(config)
+    assert second.summary()[0] == "2 already sent, 1 unconfirmed"
+    assert handler.users() == ["alice", "bob", "carol"]
 
 
 def test_an_unreachable_server_stops_the_run_and_loses_nothing(tmp_path):

@@ -11,6 +11,7 @@ The order of events for one letter, and what a crash at each point leaves behind
 3. write 'sending' (synced to disk), hand the letter to the SMTP server;
 4. the server accepted it: write 'sent'. It refused it: write 'failed' with the answer, so
    the next run tries again. A temporary refusal is retried in this run first, with back-off.
+   The connection broke after the letter's text went out: 'sending' stays, as after a crash.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from watcher.letters.message import build_message, letter_message_id
 from watcher.letters.render import RenderedLetter
 from watcher.letters.view import contact_address
 from watcher.mailer.addresses import AddressBook
-from watcher.mailer.errors import AddressError, DeliveryError, MailError
+from watcher.mailer.errors import AddressError, DeliveryError, MailError, Unconfirmed
 from watcher.mailer.ledger import SENDING, SENT, Ledger
 from watcher.mailer.recipients import RecipientPolicy
 from watcher.mailer.smtp import ServerUnreachable, SmtpSession
@@ -166,6 +167,9 @@ class Deliverer:
             self.ledger.mark_sending(period, user, message["Message-ID"], [to, *mail.cc])
             try:
                 refused = self.smtp.send(message, to, mail.cc)
+            except Unconfirmed as exc:
+                # The ledger keeps 'sending': the next run will not send it again either.
+                return Outcome(user, UNCONFIRMED, str(exc))
             except DeliveryError as exc:
                 self.ledger.mark_failed(period, user, str(exc))
                 last = attempt == mail.retry_attempts
@@ -175,6 +179,9 @@ class Deliverer:
                     raise
                 self.sleep(mail.retry_backoff_s * 2 ** (attempt - 1))
                 continue
+            except MailError as exc:  # the login was refused: nothing was handed over
+                self.ledger.mark_failed(period, user, str(exc))
+                raise
             note = "; ".join(f"refused {a}: {t}" for a, t in refused.items()) or None
             self.ledger.mark_sent(period, user, note)
             return Outcome(user, SENT_NOW, note or to)

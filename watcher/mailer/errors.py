@@ -21,3 +21,8 @@ class DeliveryError(MailError):
     def __init__(self, message: str, *, permanent: bool) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class Unconfirmed(MailError):
+    """The server got the letter's text but its answer never came: it may have queued the
+    letter or not, and nobody can tell which."""

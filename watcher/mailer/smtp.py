@@ -13,7 +13,7 @@ from email.message import EmailMessage
 from email.utils import parseaddr
 
 from watcher.config import MailSettings, expand_path
-from watcher.mailer.errors import DeliveryError, MailError
+from watcher.mailer.errors import DeliveryError, MailError, Unconfirmed
 
 
 class ServerUnreachable(DeliveryError):
@@ -81,7 +81,8 @@ class SmtpSession:
 
         The main recipient comes first and alone: when the server refuses it, the transaction
         is abandoned before DATA, so no copy reaches the Cc list either (and a later retry
-        cannot give the Cc list a second one). Raises DeliveryError then.
+        cannot give the Cc list a second one). Raises DeliveryError then, and Unconfirmed when
+        the connection fails after the letter's text went out.
         """
         if self._smtp is None:
             self._smtp = self._connect()
@@ -100,7 +101,15 @@ class SmtpSession:
                 code, text = smtp.rcpt(address)
                 if code not in (250, 251):
                     refused[address] = _answer(code, text)
-            code, text = smtp.data(message.as_bytes(policy=email.policy.SMTP))
+            try:
+                code, text = smtp.data(message.as_bytes(policy=email.policy.SMTP))
+            except smtplib.SMTPDataError as exc:  # DATA itself refused: nothing was sent
+                self._abandon(exc.smtp_code, exc.smtp_error, "message")
+            except (OSError, smtplib.SMTPServerDisconnected) as exc:
+                self._drop()
+                raise Unconfirmed(
+                    f"SMTP server {self.server} stopped answering while taking the letter: {exc}"
+                ) from None
             if code != 250:
                 self._abandon(code, text, "message")
         except smtplib.SMTPServerDisconnected as exc:
