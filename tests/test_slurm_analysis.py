@@ -62,7 +62,7 @@ JOBS: dict[str, tuple[tuple[str, ...], str | None, set[str]]] = {
     "over_memory": (("-c", "1", "--mem=150M", "--time=5"), "grow 60 40",
                     {"memory_oversubscription"}),
     "jupyter": (("-c", "1", "--time=5"), "NAME=jupyter-lab busy 20", {"jupyter_on_compute"}),
-    "syscalls": (("-c", "1", "--time=5"), "syscalls 75", {"high_system_time"}),
+    "syscalls": (("-c", "1", "--time=5"), "syscalls 45", {"high_system_time"}),
     "half_minute": (("-c", "1", "--time=60"), "busy 30", {"time_limit_underuse"}),
     "under_a_sample": (("-c", "1", "--time=60"), None, {"time_limit_underuse"}),
 }
@@ -136,10 +136,13 @@ def test_the_report_card_view_agrees_without_accounting(analysed, tmp_path):
         sessions = [s.session_id for s in load_output_dir(store, job_dir / "out")]
         findings = analyze_session(store, config, sessions)
     assert {(f.rule, f.step) for f in findings} == {("cpu_underuse", None), ("low_concurrency", "batch")}
-    cpu = next(f for f in findings if f.rule == "cpu_underuse")
-    assert cpu.metrics["source"] == "samples"
-    assert cpu.metrics["cpu_efficiency"] == pytest.approx(0.25, abs=0.05)
     assert {f.job_id for f in findings} == {job_id}
+    # From samples alone, the CPU efficiency is Slurm's (TotalCPU) within 3 points. The exact
+    # value depends on how much of a real core the busy loop got on this shared machine.
+    cpu = next(f for f in findings if f.rule == "cpu_underuse")
+    [row] = [j for r in analysed[2] for j in r.jobs if j["job_id"] == job_id]
+    assert cpu.metrics["source"] == "samples" and row["cpu_source"] == "accounting"
+    assert cpu.metrics["cpu_efficiency"] == pytest.approx(row["cpu_efficiency"], abs=0.03)
 
 
 def _reportseff(slurm_cluster: SlurmCluster, job_ids: list[int]) -> dict[int, dict[str, float]]:
@@ -169,7 +172,11 @@ def test_cpu_and_memory_efficiency_agree_with_reportseff(analysed, slurm_cluster
             continue
         mine, seff = ours[job_id], theirs[job_id]
         if seff["cpu"] is not None:
-            assert 100 * mine["cpu_efficiency"] == pytest.approx(seff["cpu"], abs=2), name
+            # reportseff truncates TotalCPU to whole seconds: up to 1 s of CPU time lower.
+            truncation = 100 / (mine["elapsed_s"] * mine["ncpus"])
+            assert 100 * mine["cpu_efficiency"] == pytest.approx(
+                seff["cpu"], abs=max(2, truncation + 0.1)
+            ), name
             compared += 1
         if seff["mem"] is not None and mine["memory_fraction"] is not None:
             assert 100 * mine["memory_fraction"] == pytest.approx(seff["mem"], abs=2), name
