@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from watcher.accounting.parsable import SacctFormatError, SacctReader, parse_sacct_parsable
+from watcher.accounting.parsable import (
+    NEWLINE,
+    SacctFormatError,
+    parse_sacct_parsable,
+    read_layout,
+    split_records,
+)
 from watcher.accounting.sacct import DELIMITER
 
 RECORDED = Path(__file__).parent / "fixtures" / "slurm-recorded"
@@ -30,10 +36,12 @@ def test_newline_in_the_last_field_continues_the_record():
         "'\n"
         f"7.batch{US}7.batch{US}\n"
     )
-    reader = SacctReader(text)
-    rows = list(reader)
-    assert rows == [["7", "7", "sbatch --wrap 'a\n12 b\n'"], ["7.batch", "7.batch", ""]]
-    assert reader.line == 5
+    layout, lines, records = split_records(text)
+    assert records == [
+        f"7{US}7{US}sbatch --wrap 'a{NEWLINE}12 b{NEWLINE}'",
+        f"7.batch{US}7.batch{US}",
+    ]
+    assert list(lines) == [2, 5] and layout.first_line == 2
 
 
 def test_newline_in_a_middle_field_joins_until_the_record_is_complete():
@@ -95,6 +103,11 @@ def test_short_record_at_the_end_names_its_first_line():
 
 def test_missing_header_and_missing_id_fields_are_errors():
     with pytest.raises(SacctFormatError, match="no header line"):
-        SacctReader("")
+        read_layout("")
     with pytest.raises(SacctFormatError, match="must include JobID and JobIDRaw"):
-        SacctReader("JobID|State\n1|COMPLETED\n")
+        read_layout("JobID|State")
+
+
+def test_the_newline_stand_in_is_refused_in_input():
+    with pytest.raises(SacctFormatError, match="line 3: holds the byte 0x1E"):
+        split_records(f"JobID|JobIDRaw\n1|1\n2|2{NEWLINE}\n")

@@ -18,11 +18,17 @@ from pathlib import Path
 from typing import TextIO
 
 import duckdb
-import numpy as np
 
 from watcher.accounting import AccountingError
-from watcher.accounting.parsable import SacctFormatError, SacctReader
+from watcher.accounting.parsable import (
+    FREE_TEXT,
+    NEWLINE,
+    Layout,
+    SacctFormatError,
+    registered_records,
+)
 from watcher.accounting.sacct import (
+    DELIMITER,
     FIELDS,
     run_sacct,
     sacct_command,
@@ -149,15 +155,13 @@ def windows(
 def last_imported(store: Store, cluster: str, user: str | None) -> datetime | None:
     """Where the last finished import for this cluster ended; an all-users import also
     counts for each single user."""
-    row = store.execute(
+    (last,) = _one(
+        store.conn,
         "SELECT max(window_end) FROM accounting_imports"
-        " WHERE cluster = ? AND (as_user IS NULL OR as_user = ?)"
-        if user is not None
-        else "SELECT max(window_end) FROM accounting_imports"
-        " WHERE cluster = ? AND as_user IS NULL",
-        [cluster, user] if user is not None else [cluster],
-    ).fetchone()
-    return row[0] if row else None
+        " WHERE cluster = ? AND (as_user IS NULL OR as_user IS NOT DISTINCT FROM ?)",
+        [cluster, user],
+    )
+    return last
 
 
 def load_sacct_output(
@@ -181,39 +185,22 @@ def load_sacct_output(
     records and no window given records nothing and returns None.
     """
     began = time.perf_counter()
-    reader = SacctReader(text, fields)
-    records: list[list[str]] = []
-    lines: list[int] = []
-    for record in reader:  # raises SacctFormatError naming the line
-        records.append(record)
-        lines.append(reader.line)
-
     conn = store.conn
     with store.transaction():
         try:
+            records = _stage(conn, text, fields, timezone)  # or SacctFormatError
             jobs = steps = 0
             if records:
-                conn.register("sacct_raw", _raw_columns(reader.fields, records, lines))
-                try:
-                    conn.execute("SET VARIABLE sacct_tz = ?", [timezone])
-                    conn.execute(sql_text(_PACKAGE, "convert.sql"))
-                    conn.execute(sql_text(_PACKAGE, "stage.sql"))
-                finally:
-                    conn.unregister("sacct_raw")
-                _check(conn)
                 cluster = cluster or _cluster_of_records(conn)
                 conn.execute("SET VARIABLE sacct_cluster = ?", [cluster])
                 conn.execute(sql_text(_PACKAGE, "upsert.sql"))
-                jobs, steps = conn.execute(
-                    "SELECT count(*) FILTER (step IS NULL), count(*) FILTER (step IS NOT NULL)"
-                    " FROM sacct_latest"
-                ).fetchone()
-                if since is None or until is None:
-                    first, last = conn.execute(
-                        "SELECT min(least(submit_time, start_time, end_time)),"
-                        " max(greatest(submit_time, start_time, end_time)) FROM sacct_stage"
-                    ).fetchone()
-                    since, until = since or first, until or last
+                jobs, steps, first, last = _one(
+                    conn,
+                    "SELECT count(*) FILTER (step IS NULL), count(*) FILTER (step IS NOT NULL),"
+                    " min(least(submit_time, start_time, end_time)),"
+                    " max(greatest(submit_time, start_time, end_time)) FROM sacct_stage",
+                )
+                since, until = since or first, until or last
             if since is None or until is None:
                 return None
             if cluster is None:
@@ -226,30 +213,69 @@ def load_sacct_output(
             )
         except duckdb.Error as exc:
             raise AccountingError(f"storing the sacct records failed: {exc}") from exc
-    return WindowResult(
-        cluster, since, until, len(records), jobs, steps, time.perf_counter() - began
+    return WindowResult(cluster, since, until, records, jobs, steps, time.perf_counter() - began)
+
+
+def _stage(
+    conn: duckdb.DuckDBPyConnection,
+    text: str | Iterable[str],
+    fields: Sequence[str] | None,
+    timezone: str,
+) -> int:
+    """Split, convert and check the records into ``sacct_stage``; return how many."""
+    with registered_records(conn, text, fields) as layout:
+        (records,) = _one(conn, "SELECT count(*) FROM sacct_records")
+        if records:
+            conn.execute(_raw_view(layout))
+            conn.execute("SET VARIABLE sacct_tz = ?", [timezone])
+            conn.execute("SET VARIABLE sacct_fields = ?", [len(layout.fields)])
+            conn.execute(sql_text(_PACKAGE, "convert.sql"))
+            conn.execute(sql_text(_PACKAGE, "stage.sql"))
+            _check(conn, layout)
+    return records
+
+
+def _one(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple:
+    """The first row of a query, read to the end (DuckDB keeps an unread result open)."""
+    rows = conn.execute(sql, params or []).fetchall()
+    return rows[0] if rows else ()
+
+
+def _raw_view(layout: Layout) -> str:
+    """``sacct_raw``: one text column per field of FIELDS (NULL where the output lacks it),
+    split from sacct_records by DuckDB, with the newlines of free text put back."""
+    index = {name: i + 1 for i, name in enumerate(layout.fields)}
+
+    def column(name: str) -> str:
+        if name not in index:
+            return f'NULL::VARCHAR AS "{name.lower()}"'
+        value = f"parts[{index[name]}]"
+        if name in FREE_TEXT:
+            value = f"replace({value}, chr({ord(NEWLINE)}), chr(10))"
+        return f'{value} AS "{name.lower()}"'
+
+    return (
+        "CREATE OR REPLACE TEMP VIEW sacct_raw AS SELECT line, len(parts) AS field_count,"
+        f" {', '.join(map(column, FIELDS))}"
+        f" FROM (SELECT line, string_split(text, chr({ord(DELIMITER)})) AS parts"
+        " FROM sacct_records)"
     )
 
 
-def _raw_columns(
-    fields: list[str], records: list[list[str]], lines: list[int]
-) -> dict[str, np.ndarray]:
-    """One object array per sacct field we use (None where the output lacks the field)."""
-    by_name = dict(zip(fields, zip(*records, strict=True), strict=True))
-    empty = np.full(len(records), None, dtype=object)
-    raw = {
-        name.lower(): np.array(by_name[name], dtype=object) if name in by_name else empty
-        for name in FIELDS
-    }
-    raw["line"] = np.array(lines, dtype=np.int64)
-    return raw
-
-
-def _check(conn: duckdb.DuckDBPyConnection) -> None:
-    bad = conn.execute(sql_text(_PACKAGE, "check.sql")).fetchone()
-    if bad is not None:
-        line, name, text = bad
-        raise SacctFormatError(line, f"cannot read {name} {text!r}")
+def _check(conn: duckdb.DuckDBPyConnection, layout: Layout) -> None:
+    """Stop on the first record stage.sql could not read, naming its line and text."""
+    bad = _one(
+        conn,
+        "SELECT line, bad, field_count FROM sacct_stage WHERE bad IS NOT NULL"
+        " ORDER BY line LIMIT 1",
+    )
+    if not bad:
+        return
+    line, name, count = bad
+    if name == "field count":
+        raise SacctFormatError(line, f"{count} fields where {len(layout.fields)} were asked for")
+    (text,) = _one(conn, f'SELECT "{name.lower()}" FROM sacct_raw WHERE line = ?', [line])
+    raise SacctFormatError(line, f"cannot read {name} {text or ''!r}")
 
 
 def _cluster_of_records(conn: duckdb.DuckDBPyConnection) -> str:
@@ -282,7 +308,7 @@ def _read_source(source: str | Path | TextIO) -> tuple[str, str]:
 
 def _local_zone(store: Store) -> str:
     """This machine's time zone, as DuckDB found it."""
-    return store.execute("SELECT current_setting('TimeZone')").fetchone()[0]
+    return _one(store.conn, "SELECT current_setting('TimeZone')")[0]
 
 
 def _checked_zone(name: str) -> str:

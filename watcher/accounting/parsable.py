@@ -15,7 +15,9 @@ Free text (JobName, SubmitLine, Comment, WorkDir …) breaks the one-line-one-re
   and so on). When no way, or several ways that put different text in the fields,
   qualify, the line is reported (see docs/accounting.md).
 
-Values stay strings here; the importer converts them in SQL.
+Records are put back on one line each by one regular-expression pass over the text and
+handed to DuckDB whole; DuckDB splits the fields (importer.py). No per-field Python work
+for our own output is what makes a 300k-record import fast.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
 
 from watcher.accounting import AccountingError
 from watcher.accounting.sacct import DELIMITER
@@ -36,6 +43,12 @@ FREE_TEXT = frozenset(
      "Constraints"}
 )  # fmt: skip
 
+# Stands in for a newline inside a field while records are one a line (ASCII RS).
+NEWLINE = "\x1e"
+
+# The start of a record: its JobID (12, 12_3, 12_[3-9%2], 12+1, with .step).
+_JOB_ID = r"[0-9]+(?:_(?:[0-9]+|\[[^\]]*\]))?(?:\+[0-9]+)?(?:\.[A-Za-z0-9_]+)?"
+
 _TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d|Unknown|None|"
 _DURATION = r"(\d+-)?(\d+:){1,2}\d+(\.\d+)?|"
 _SIZE = r"\d+(\.\d+)?[KMGTPE]?[nc]?|"
@@ -45,7 +58,7 @@ _TRES = r"([\w/:.-]+=[^,=]+(,[\w/:.-]+=[^,=]+)*)?"
 _SHAPES = {
     name: re.compile(shape)
     for names, shape in (
-        (("JobID",), r"\d+(_(\d+|\[[^\]]*\]))?(\+\d+)?(\.\w+)?"),
+        (("JobID",), _JOB_ID),
         (("JobIDRaw",), r"\d+(\.\w+)?"),
         (("UID", "GID", "ElapsedRaw", "NNodes", "NCPUS", "ReqCPUS", "NTasks", "AllocNodes",
           "CPUTimeRAW", "MaxRSSTask", "Priority", "QOSRAW", "AssocID"), _COUNT),
@@ -77,137 +90,136 @@ class SacctFormatError(AccountingError):
         self.line = line
 
 
-def _record_start(delimiter: str) -> re.Pattern[str]:
-    """A line that begins a record: JobID (12, 12_3, 12_[3-9%2], 12+1, with .step)."""
-    return re.compile(
-        r"\d+(?:_(?:\d+|\[[^\]]*\]))?(?:\+\d+)?(?:\.[A-Za-z0-9_]+)?" + re.escape(delimiter)
-    )
+@dataclass(frozen=True)
+class Layout:
+    """How one sacct output is laid out."""
+
+    fields: tuple[str, ...]
+    delimiter: str
+    trailing: bool          # --parsable (-p): every line ends with the delimiter
+    first_line: int         # the first line holding a record (after the header, if any)
 
 
-def _lines(source: str | Iterable[str]) -> Iterator[str]:
-    if isinstance(source, str):
-        # Not splitlines(): it also splits on \x1c-\x1e and \x85, which may be in free text.
-        parts = source.split("\n")
-        if parts and parts[-1] == "":
-            parts.pop()
-        for part in parts:
-            yield part[:-1] if part.endswith("\r") else part
-    else:
-        for line in source:
-            line = line[:-1] if line.endswith("\n") else line
-            yield line[:-1] if line.endswith("\r") else line
+def read_layout(
+    first: str, fields: Sequence[str] | None = None, delimiter: str | None = None
+) -> Layout:
+    """The layout of output whose first line is ``first``.
 
-
-class SacctReader:
-    """Iterate over the records of sacct output: lists of strings, one per field.
-
-    Without ``fields`` the first line is the header that names them. ``delimiter``
-    defaults to ours when the first line holds it, else ``|``. ``line`` is the line number
-    where the last record returned began.
+    Without ``fields`` that line is the header. ``delimiter`` defaults to ours when the
+    first line holds it, else ``|``.
     """
-
-    def __init__(
-        self,
-        source: str | Iterable[str],
-        fields: Sequence[str] | None = None,
-        delimiter: str | None = None,
-    ) -> None:
-        self._lines = _lines(source)
-        first = next(self._lines, None)
-        self._pushback: list[str] = []
-        self._lineno = 1 if fields is None else 0
-        if delimiter is None:
-            delimiter = DELIMITER if first is not None and DELIMITER in first else "|"
-        self.delimiter = delimiter
-        if fields is None:
-            if first is None or not first.strip():
-                raise SacctFormatError(1, "no header line (run sacct without --noheader)")
-            header = first
-        else:
-            header = delimiter.join(fields)
-            if first is not None and first.rstrip(delimiter) != header:
-                self._pushback.append(first)
-        # --parsable (-p) ends every line with the delimiter.
-        self.trailing = header.endswith(delimiter)
-        names = header[: -len(delimiter)] if header.endswith(delimiter) else header
-        self.fields = [_ALIASES.get(n.lower(), n) for n in names.split(delimiter)]
-        if "JobIDRaw" not in self.fields or "JobID" not in self.fields:
-            raise SacctFormatError(
-                1, f"the fields must include JobID and JobIDRaw, not only {', '.join(self.fields)}"
-            )
-        self.line = 0
-
-    def __iter__(self) -> Iterator[list[str]]:
-        delim = self.delimiter
-        nsep = len(self.fields) - 1 + (1 if self.trailing else 0)
-        if self.fields[0] == "JobID":
-            match = _record_start(delim).match
-
-            def starts_record(line: str) -> bool:
-                return match(line) is not None
-        else:
-
-            def starts_record(line: str) -> bool:
-                return line.count(delim) >= nsep
-
-        buf: str | None = None
-        first = 0
-        lineno = self._lineno
-        for line in itertools.chain(self._pushback, self._lines):
-            lineno += 1
-            if buf is None:
-                buf, first = line, lineno
-            elif starts_record(line):
-                self.line = first
-                yield self._split(buf, first)
-                buf, first = line, lineno
-            else:
-                buf += "\n" + line  # a newline inside a free-text field
-        if buf is not None:
-            self.line = first
-            yield self._split(buf, first)
-
-    def _split(self, text: str, lineno: int) -> list[str]:
-        if self.trailing and text.endswith(self.delimiter):
-            text = text[: -len(self.delimiter)]
-        parts = text.split(self.delimiter)
-        if len(parts) == len(self.fields):
-            return parts
-        if len(parts) < len(self.fields) or self.delimiter == DELIMITER:
-            raise SacctFormatError(
-                lineno, f"{len(parts)} fields where {len(self.fields)} were asked for"
-            )
-        return self._place_extra(parts, lineno)
-
-    def _place_extra(self, parts: list[str], lineno: int) -> list[str]:
-        """Join the pieces of free-text fields that held the delimiter (see module doc)."""
-        fields = self.fields
-        extra = len(parts) - len(fields)
-        free = [i for i, name in enumerate(fields) if name in FREE_TEXT]
-        found: dict[tuple[str, ...], None] = {}
-        for counts in _compositions(extra, len(free)):
-            grow = dict(zip(free, counts, strict=True))
-            record, at = [], 0
-            for i in range(len(fields)):
-                take = 1 + grow.get(i, 0)
-                record.append(self.delimiter.join(parts[at : at + take]))
-                at += take
-            if all(
-                shape.fullmatch(value) is not None
-                for name, value in zip(fields, record, strict=True)
-                if (shape := _SHAPES.get(name)) is not None
-            ):
-                found[tuple(record)] = None
-            if len(found) > 1:
-                break
-        if len(found) == 1:
-            return list(next(iter(found)))
-        why = "no" if not found else "more than one"
+    first = first.rstrip("\r")
+    if delimiter is None:
+        delimiter = DELIMITER if DELIMITER in first else "|"
+    if fields is None:
+        if not first.strip():
+            raise SacctFormatError(1, "no header line (run sacct without --noheader)")
+        header, first_line = first, 2
+    else:
+        header = delimiter.join(fields)
+        first_line = 2 if first.removesuffix(delimiter) == header else 1
+    trailing = header.endswith(delimiter)
+    names = header.removesuffix(delimiter).split(delimiter)
+    found = tuple(_ALIASES.get(n.lower(), n) for n in names)
+    if "JobIDRaw" not in found or "JobID" not in found:
         raise SacctFormatError(
-            lineno,
-            f"{extra} '{self.delimiter}' too many, and {why} way to place them in the free-text "
-            "fields; use sacct --delimiter (see docs/accounting.md)",
+            1, f"the fields must include JobID and JobIDRaw, not only {', '.join(found)}"
         )
+    return Layout(found, delimiter, trailing, first_line)
+
+
+def split_records(
+    source: str | Iterable[str],
+    fields: Sequence[str] | None = None,
+    delimiter: str | None = None,
+) -> tuple[Layout, np.ndarray, list[str]]:
+    """sacct output as (layout, line numbers, records): one string per record, its fields
+    joined by our DELIMITER, NEWLINE standing for the newlines inside them, and the line
+    where it began. Field counts are checked by the caller (DuckDB, for speed)."""
+    text = source if isinstance(source, str) else "".join(source)
+    body = text.removesuffix("\n")
+    header, _, rest = body.partition("\n")
+    layout = read_layout(header, fields, delimiter)
+    if layout.first_line == 1:
+        rest = body
+    if NEWLINE in rest:
+        line = body[: body.index(NEWLINE)].count("\n") + 1
+        raise SacctFormatError(line, "holds the byte 0x1E, which the importer reserves")
+    delim, nfields = layout.delimiter, len(layout.fields)
+    if layout.fields[0] == "JobID":
+        start = _JOB_ID + re.escape(delim)
+    else:  # a record's first line holds all its delimiters, a continuation hardly ever
+        start = f"(?:[^{re.escape(delim)}\n]*{re.escape(delim)}){{{nfields - 1}}}"
+    # One record a line: the newlines that do not begin a record are inside free text.
+    joined, inside = re.subn(r"\n(?!" + start + ")", NEWLINE, rest)
+    records = joined.split("\n") if rest else []
+    lines = layout.first_line + np.arange(len(records), dtype=np.int64)
+    if inside:
+        inner = np.fromiter((r.count(NEWLINE) for r in records), np.int64, len(records))
+        lines += np.cumsum(inner) - inner
+    if delim != DELIMITER or layout.trailing:
+        records = [_normalized(r, layout, int(n)) for r, n in zip(records, lines, strict=True)]
+    return layout, lines, records
+
+
+@contextmanager
+def registered_records(
+    conn: duckdb.DuckDBPyConnection,
+    source: str | Iterable[str],
+    fields: Sequence[str] | None = None,
+    delimiter: str | None = None,
+) -> Iterator[Layout]:
+    """While open, ``sacct_records (line, text)`` on ``conn`` holds the records of
+    :func:`split_records`, read by DuckDB straight from Python's memory."""
+    layout, lines, records = split_records(source, fields, delimiter)
+    conn.register("sacct_records", {"line": lines, "text": np.array(records, dtype=object)})
+    try:
+        yield layout
+    finally:
+        conn.unregister("sacct_records")
+
+
+def _normalized(record: str, layout: Layout, line: int) -> str:
+    """A record of a '|' (or -p) file, re-joined with our delimiter."""
+    parts = record.split(layout.delimiter)
+    if layout.trailing and len(parts) > 1 and parts[-1] == "":
+        parts.pop()
+    wanted = len(layout.fields)
+    if len(parts) < wanted:
+        raise SacctFormatError(line, f"{len(parts)} fields where {wanted} were asked for")
+    if len(parts) > wanted:
+        parts = place_extra(layout.fields, parts, layout.delimiter, line)
+    return DELIMITER.join(parts)
+
+
+def place_extra(fields: Sequence[str], parts: list[str], delimiter: str, line: int) -> list[str]:
+    """Join the pieces of free-text fields that held the delimiter (see module doc)."""
+    extra = len(parts) - len(fields)
+    free = [i for i, name in enumerate(fields) if name in FREE_TEXT]
+    found: dict[tuple[str, ...], None] = {}
+    for counts in _compositions(extra, len(free)):
+        grow = dict(zip(free, counts, strict=True))
+        record, at = [], 0
+        for i in range(len(fields)):
+            take = 1 + grow.get(i, 0)
+            record.append(delimiter.join(parts[at : at + take]))
+            at += take
+        if all(
+            shape.fullmatch(value) is not None
+            for name, value in zip(fields, record, strict=True)
+            if (shape := _SHAPES.get(name)) is not None
+        ):
+            found[tuple(record)] = None
+        if len(found) > 1:
+            break
+    if len(found) == 1:
+        return list(next(iter(found)))
+    why = "no" if not found else "more than one"
+    raise SacctFormatError(
+        line,
+        f"{extra} '{delimiter}' too many, and {why} way to place them in the free-text "
+        "fields; use sacct --delimiter (see docs/accounting.md)",
+    )
 
 
 def _compositions(total: int, parts: int) -> Iterator[tuple[int, ...]]:
@@ -227,12 +239,16 @@ def parse_sacct_parsable(
     *,
     delimiter: str | None = None,
 ) -> Iterator[dict[str, str]]:
-    """The records of sacct output as {field: text}.
+    """The records of sacct output as {field: text}, in output order.
 
     Give ``fields`` for output made with ``--noheader``; without them the first line is
     taken as the header.
     """
-    reader = SacctReader(source, fields, delimiter)
-    names = reader.fields
-    for record in reader:
-        yield dict(zip(names, record, strict=True))
+    layout, lines, records = split_records(source, fields, delimiter)
+    for line, record in zip(lines, records, strict=True):
+        parts = record.replace(NEWLINE, "\n").split(DELIMITER)
+        if len(parts) != len(layout.fields):
+            raise SacctFormatError(
+                int(line), f"{len(parts)} fields where {len(layout.fields)} were asked for"
+            )
+        yield dict(zip(layout.fields, parts, strict=True))

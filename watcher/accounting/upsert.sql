@@ -2,22 +2,28 @@
 -- Variables: sacct_cluster, the cluster every row is stored under.
 -- A job seen again replaces its row and its whole set of steps: a job that was running at
 -- the last import gets its end, and a requeued job loses the steps of its earlier run.
+-- Delete-then-insert rather than INSERT OR REPLACE: plain inserts keep the primary-key
+-- indexes cheapest, and after the deletes nothing can conflict.
 
--- The last record of each job and step (sacct should not repeat one; if it does, the later
--- one is the newer).
-CREATE OR REPLACE TEMP TABLE sacct_latest AS
-SELECT * EXCLUDE (rank)
-FROM (
-    SELECT *, row_number() OVER (PARTITION BY job_id, step ORDER BY line DESC) AS rank
+-- sacct should not repeat a job or step; if it does, the later record is the newer.
+DELETE FROM sacct_stage AS s
+USING (
+    SELECT job_id, step, max(line) AS last
     FROM sacct_stage
-)
-WHERE rank = 1;
+    GROUP BY job_id, step
+    HAVING count(*) > 1
+) AS d
+WHERE s.job_id = d.job_id AND s.step IS NOT DISTINCT FROM d.step AND s.line < d.last;
 
 DELETE FROM job_steps
 WHERE cluster = getvariable('sacct_cluster')
-  AND job_id IN (SELECT job_id FROM sacct_latest WHERE step IS NULL);
+  AND job_id IN (SELECT job_id FROM sacct_stage WHERE step IS NULL);
 
-INSERT OR REPLACE INTO jobs (
+DELETE FROM jobs
+WHERE cluster = getvariable('sacct_cluster')
+  AND job_id IN (SELECT job_id FROM sacct_stage WHERE step IS NULL);
+
+INSERT INTO jobs (
     cluster, job_id, job_id_display, array_job_id, array_task_id, het_job_id, het_job_offset,
     user_name, account, partition, qos, job_name, submit_line, work_dir, state, exit_code,
     exit_signal, submit_time, start_time, end_time, time_limit_s, elapsed_s, nnodes, ncpus,
@@ -43,16 +49,16 @@ SELECT
     CASE WHEN s.max_rss_bytes IS NULL THEN j.max_rss_bytes
          ELSE greatest(s.max_rss_bytes, coalesce(j.max_rss_bytes, 0)) END,
     now()
-FROM sacct_latest AS j
+FROM sacct_stage AS j
 LEFT JOIN (
     SELECT job_id, max(max_rss_bytes) AS max_rss_bytes
-    FROM sacct_latest
+    FROM sacct_stage
     WHERE step IS NOT NULL
     GROUP BY job_id
 ) AS s USING (job_id)
 WHERE j.step IS NULL;
 
-INSERT OR REPLACE INTO job_steps (
+INSERT INTO job_steps (
     cluster, job_id, step, step_name, state, exit_code, exit_signal, start_time, end_time,
     elapsed_s, nnodes, ntasks, ncpus, ngpus, alloc_tres, nodelist, total_cpu_s, user_cpu_s,
     system_cpu_s, max_rss_bytes, max_rss_node, ave_rss_bytes, imported_at
@@ -61,5 +67,5 @@ SELECT
     getvariable('sacct_cluster'), job_id, step, job_name, state, exit_code, exit_signal,
     start_time, end_time, elapsed_s, nnodes, ntasks, ncpus, ngpus, alloc_tres, nodelist,
     total_cpu_s, user_cpu_s, system_cpu_s, max_rss_bytes, max_rss_node, ave_rss_bytes, now()
-FROM sacct_latest
+FROM sacct_stage
 WHERE step IS NOT NULL;
