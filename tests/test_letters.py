@@ -156,7 +156,9 @@ def test_headline_gives_the_share_of_reserved_core_hours(config, rules):
     report = sample_report("alice")
     view = build_view(report, rules, config, charts=[])
     text = " ".join(view.headline)
-    assert f"You ran {len(report.jobs)} jobs" in text
+    flagged = len({f.job_id for f in report.findings})
+    assert f"You ran {len(report.jobs)} jobs in this period; checks found something to " \
+           f"improve in {flagged} of them." in text
     share = 100 * report.totals["busy_core_hours"] / report.totals["core_hours"]
     assert f"core-hours they reserved ({percent(share)})" in text
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from click.testing import CliRunner
 
 from watcher.analysis.periods import parse_period
@@ -205,6 +206,31 @@ def test_an_unreachable_server_stops_the_run_and_loses_nothing(tmp_path):
     with Ledger(ledger_path(config)) as ledger:
         assert ledger.entry(PERIOD.id, "alice").state == "failed"
         assert ledger.entry(PERIOD.id, "bob") is None
+
+
+def test_login_with_a_password_file_and_a_refused_login(tmp_path):
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = (auth_data.login, auth_data.password) == (b"tw", b"s3cret")
+        return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535
+
+    handler = Sink()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port(),
+                            authenticator=authenticator, auth_require_tls=False)
+    controller.start()
+    try:
+        secret = tmp_path / "smtp-password"
+        secret.write_text("wrong\n")
+        config = load_config(write_config(tmp_path, controller.port, username="tw",
+                                          password_file=str(secret)))
+        bundle_for(config, ["alice", "bob"])
+        refused = deliver(config)
+        assert refused.aborted and "refused the login of 'tw'" in refused.aborted
+        assert handler.received == []
+        secret.write_text("s3cret\n")
+        accepted = deliver(config)
+        assert accepted.ok and handler.users() == ["alice", "bob"]
+    finally:
+        controller.stop()
 
 
 def mail_process(config_path: Path, *args: str) -> subprocess.Popen:

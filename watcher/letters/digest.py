@@ -162,7 +162,12 @@ def headline(report: UserReport) -> list[str]:
     totals = report.totals
     count = totals.get("jobs")
     count = int(count) if isinstance(count, int | float) else len(report.jobs)
-    sentences = [f"You ran {plural(count, 'job')} in this period."]
+    flagged = len({(f.cluster, f.job_id) for f in report.findings if f.job_id is not None})
+    if flagged:
+        sentences = [f"You ran {plural(count, 'job')} in this period; checks found something "
+                     f"to improve in {flagged:,} of them."]
+    else:
+        sentences = [f"You ran {plural(count, 'job')} in this period."]
     for usage in (CORES, GPUS):
         said = measure(report.jobs, usage)
         if said:

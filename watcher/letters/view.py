@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -45,9 +45,9 @@ LETTER_COLUMNS = frozenset((
 ))
 TABLE_KINDS = (
     ("latest_concerning", "Jobs of this period with problems",
-     "The jobs that ended in this period and in which a check found something to improve."),
+     "Your jobs of this period in which a check found something to improve, worst first."),
     ("all_latest", "All jobs of this period",
-     "Every job of yours that ended in this period, with or without problems."),
+     "Every job of yours in this period, with or without problems."),
     ("history", "Across your history",
      "Your jobs grouped by name and command over everything measured so far, so that a habit "
      "shows even when each single job looks small."),
@@ -139,7 +139,6 @@ class LetterView:
     sections: list[SectionView]
     other_problems: list[ProblemView]     # fired rules whose section is not in the report
     problem_count: int
-    jobs_with_problems: int
     feedback_url: str | None
     letter_url: str | None
     contact: str
@@ -175,10 +174,17 @@ def with_query(url: str, **params: str) -> str:
 
 def fill(template: str, key: str, **values: Any) -> str:
     """``str.format`` for a configured template, with an error that names the setting."""
+    fields = ", ".join("{" + name + "}" for name in values)
     try:
+        unknown = [name for _, name, _, _ in string.Formatter().parse(template)
+                   if name is not None and name not in values]
+        if unknown:
+            raise LetterError(f"{key}: unknown placeholder {{{unknown[0]}}} in {template!r}; "
+                              f"use {fields}")
         return template.format(**values)
     except (KeyError, IndexError, ValueError) as exc:
-        fields = ", ".join("{" + name + "}" for name in values)
+        if isinstance(exc, LetterError):
+            raise
         raise LetterError(f"{key}: cannot fill {template!r} ({exc}); use {fields}") from None
 
 
@@ -186,12 +192,6 @@ def contact_address(contact: str) -> str | None:
     """The e-mail address in a contact line such as 'HPC support <hpc@example.org>'."""
     found = re.search(r"[\w.+-]+@[\w-]+(\.[\w-]+)+", contact)
     return found.group(0) if found else None
-
-
-def _fields_known(template: str, allowed: Sequence[str]) -> None:
-    for _, name, _, _ in string.Formatter().parse(template):
-        if name is not None and name not in allowed:
-            raise LetterError(f"unknown placeholder {{{name}}} in {template!r}")
 
 
 def letter_columns(table: Table) -> list[str]:
@@ -348,9 +348,7 @@ class _Builder:
         other = self.problems_in("", list(dict.fromkeys(leftover))) if leftover else []
         advice = pick_advice(report, self.rules)
         problems = len({f.rule for f in report.findings})
-        jobs_hit = len({(f.cluster, f.job_id) for f in report.findings if f.job_id is not None})
         label = period_label(report.period)
-        _fields_known(mail.subject, ("site", "period", "user", "problems"))
         subject = fill(mail.subject, "mail.subject", site=site.name, period=report.period.id,
                        user=report.user, problems=problems)
         if advice:
@@ -375,7 +373,7 @@ class _Builder:
             analysis_id=report.analysis_id, subject=subject, preheader=preheader,
             headline=headline(report), advice=advice, charts=self.charts, news=news,
             sections=sections, other_problems=other, problem_count=problems,
-            jobs_with_problems=jobs_hit, feedback_url=feedback, letter_url=letter_url,
+            feedback_url=feedback, letter_url=letter_url,
             contact=contact, contact_href=contact_href,
         )
 

@@ -111,7 +111,7 @@ class Deliverer:
         for letter in letters:
             try:
                 outcome = self.deliver_one(letter)
-            except ServerUnreachable as exc:
+            except MailError as exc:  # nothing more can go now: no server, login refused, …
                 report.outcomes.append(Outcome(letter.user, FAILED, str(exc)))
                 report.aborted = f"{exc}; the letters not sent yet go on the next run"
                 break
