@@ -236,8 +236,10 @@ def test_cpus_available_fall_back_to_the_session_without_cpuset(store, cluster, 
 def test_serial_many_cores_from_accounting_alone(store, cluster, config):
     serial = cluster.job(cores=16, total_cpu=1.1 * 3600)
     parallel = cluster.job(cores=16, total_cpu=1.5 * 3600)
+    idle = cluster.job(cores=16, total_cpu=0.2 * 3600)
     assert "serial_many_cores" in rules_of(store, config, serial)
     assert "serial_many_cores" not in rules_of(store, config, parallel)
+    assert rules_of(store, config, idle) & {"serial_many_cores", "cpu_underuse"} == {"cpu_underuse"}
 
 
 def test_low_compute_power_is_hidden_by_cpu_underuse(store, cluster, config):

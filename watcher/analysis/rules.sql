@@ -42,8 +42,9 @@ SELECT 'serial_many_cores', job_key, NULL, NULL, NULL,
        json_object('cores', ncpus, 'mean_busy_cores', round(mean_busy_cores, 2),
                    'cpu_s', round(cpu_s, 1), 'elapsed_s', elapsed_s, 'source', cpu_source)
 FROM tw_job_metrics, tw_th th
-WHERE ncpus >= th.serial_many_cores__min_cores AND cpu_s > 0
-  AND mean_busy_cores <= th.serial_many_cores__max_busy_cores;
+WHERE ncpus >= th.serial_many_cores__min_cores
+  AND mean_busy_cores BETWEEN th.serial_many_cores__min_busy_cores
+                          AND th.serial_many_cores__max_busy_cores;
 
 -- name: memory_oversubscription
 INSERT INTO tw_candidates

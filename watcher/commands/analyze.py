@@ -93,11 +93,15 @@ def analyze(
     else:
         _print_text(period, reports)
     if write_bundle is not None:
-        path = write_bundle(config, period, reports)
+        try:
+            path = write_bundle(config, period, reports, progress=progress)
+        except Exception as exc:  # the findings are printed and stored already
+            raise click.ClickException(f"bundle not written: {exc}") from None
         click.echo(f"bundle written to {path}", err=True)
 
 
 def _bundle_writer() -> Any:
+    """The letters' bundle writer, loaded before the analysis so a missing one fails fast."""
     try:
         from watcher.letters.bundle import write_bundle
     except ImportError as exc:
