@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from watcher.store import Store  # noqa: E402
+from watcher.store import Store
 
 WEEK_START = datetime(2026, 11, 16, tzinfo=UTC)
 SQL = Path(__file__).with_name("synthetic_week.sql")
