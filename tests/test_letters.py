@@ -207,6 +207,7 @@ def test_styles_are_inlined_and_layout_is_tables_only(letter):
     assert "display: flex" not in letter.html and "display: grid" not in letter.html
     assert "<style" not in body  # only the @media rules stay, in the head
     assert "@media (prefers-color-scheme: dark)" in letter.html
+    assert letter.html.index('<meta charset="utf-8">') < 100
 
 
 def test_charts_are_cid_images_with_alt_text(letter):

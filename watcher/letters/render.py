@@ -100,6 +100,18 @@ def _inliner() -> css_inline.CSSInliner:
     return css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
 
+_CHARSET = '<meta charset="utf-8">'
+
+
+def _charset_first(html: str) -> str:
+    """Put the charset back at the top of <head>: the inliner puts the kept @media rules
+    first, and browsers look for the charset in the first 1024 bytes only (the web site
+    serves these files as they are)."""
+    if _CHARSET not in html or "<head>" not in html:
+        return html
+    return html.replace(_CHARSET, "", 1).replace("<head>", "<head>" + _CHARSET, 1)
+
+
 def content_id(name: str, period: str, user: str) -> str:
     """A Content-ID unique to this image of this letter (RFC 2392 wants an addr-spec shape)."""
     safe = re.sub(r"[^A-Za-z0-9.-]+", "-", f"{name}.{period}.{user}")
@@ -120,6 +132,7 @@ def render_view(view: LetterView, config: Config) -> RenderedLetter:
         html = _inliner().inline(html)
     except css_inline.InlineError as exc:
         raise LetterError(f"cannot inline the letter's styles: {exc}") from exc
+    html = _charset_first(html)
     images = {cids[c.name]: c.png for c in view.charts}
     return RenderedLetter(view.user, view.period_id, view.subject, html, text.strip() + "\n",
                           images, view.problem_count)
