@@ -9,6 +9,7 @@ before that window; windows already finished stay, and the next run carries on a
 
 from __future__ import annotations
 
+import sys
 import time
 import zoneinfo
 from collections.abc import Callable, Iterable, Sequence
@@ -134,7 +135,7 @@ def import_accounting(
             store, text, cluster=cluster, timezone="UTC", since=start, until=end,
             as_user=user, source="sacct",
         )  # fmt: skip
-        assert window is not None  # since/until given: always recorded
+        assert window is not None  # a window given is always recorded
         result.windows.append(window)
         if progress:
             progress(window)
@@ -176,13 +177,15 @@ def load_sacct_output(
     as_user: str | None = None,
     source: str = "sacct",
 ) -> WindowResult | None:
-    """Store one sacct output as one window, all or nothing.
+    """Store one sacct output as one window, all or nothing; the window is recorded in
+    ``accounting_imports``.
 
     ``fields`` names the fields of output made with ``--noheader``; without them the
-    first line is the header.
-    ``cluster=None`` takes the cluster from the records' Cluster field. Without
-    ``since``/``until`` the window is the span of the records' times; output with no
-    records and no window given records nothing and returns None.
+    first line is the header. ``cluster=None`` takes the cluster from the records' Cluster
+    field. Without ``since``/``until`` the window is the span of the records' times (the
+    import's time where they have none); output without records and without a window
+    changes nothing and returns None. Raises SacctFormatError naming the line of a record
+    that cannot be read, AccountingError when the store refuses the records.
     """
     began = time.perf_counter()
     conn = store.conn
@@ -200,7 +203,8 @@ def load_sacct_output(
                     " min(least(submit_time, start_time, end_time)),"
                     " max(greatest(submit_time, start_time, end_time)) FROM sacct_stage",
                 )
-                since, until = since or first, until or last
+                imported = datetime.now(UTC)
+                since, until = since or first or imported, until or last or imported
             if since is None or until is None:
                 return None
             if cluster is None:
@@ -295,8 +299,6 @@ def _read_source(source: str | Path | TextIO) -> tuple[str, str]:
     """(name, text) of a file, '-' for stdin, or an open text file."""
     if isinstance(source, str | Path):
         if str(source) == "-":
-            import sys
-
             return "stdin", sys.stdin.read()
         try:
             with open(source, encoding="utf-8", errors="replace", newline="") as f:
