@@ -13,6 +13,11 @@
 #include <malloc.h>
 #include <string.h>
 
+/* Declared here for the WI_EMBED builds, where they are not libc's names. */
+void *WI_HOOK(malloc)(size_t size);
+void WI_HOOK(free)(void *p);
+void *WI_HOOK(realloc)(void *p, size_t size);
+
 #define wi_real_fn(name) __atomic_load_n(&wi_real.name, __ATOMIC_ACQUIRE)
 
 static size_t wi_min(size_t a, size_t b) { return a < b ? a : b; }
@@ -45,12 +50,16 @@ static void *wi_fallback(size_t size, size_t align, bool zero) {
 }
 
 static void *wi_large_or_fallback(size_t size, size_t align, bool zero) {
+  if (size > PTRDIFF_MAX) {  /* no allocator can serve it (glibc says the same) */
+    errno = ENOMEM;
+    return NULL;
+  }
   void *p = wi_large_alloc(size, align, zero);
   return p ? p : wi_fallback(size, align, zero);
 }
 
 /* glibc's memalign rules: alignments up to 16 are plain malloc, others round up to a power of 2. */
-static void *wi_memalign(size_t align, size_t size) {
+static void *wi_aligned(size_t align, size_t size) {
   wi_ensure_init();
   if (align <= 16) return WI_HOOK(malloc)(size);
   if (align > SIZE_MAX / 2 + 1) {
@@ -149,7 +158,7 @@ wi_export void *WI_HOOK(reallocarray)(void *p, size_t count, size_t size) {
 wi_export int WI_HOOK(posix_memalign)(void **out, size_t align, size_t size) {
   if (align % sizeof(void *) != 0 || !wi_is_pow2(align)) return EINVAL;
   int saved_errno = errno;  /* posix_memalign reports through its result, not errno */
-  void *p = wi_memalign(align, size);
+  void *p = wi_aligned(align, size);
   int result = p ? 0 : ENOMEM;
   errno = saved_errno;
   if (p) *out = p;
@@ -161,16 +170,16 @@ wi_export void *WI_HOOK(aligned_alloc)(size_t align, size_t size) {
     errno = EINVAL;
     return NULL;
   }
-  return wi_memalign(align, size);
+  return wi_aligned(align, size);
 }
 
 wi_export void *WI_HOOK(memalign)(size_t align, size_t size) {
-  return wi_memalign(align, size);
+  return wi_aligned(align, size);
 }
 
 wi_export void *WI_HOOK(valloc)(size_t size) {
   wi_ensure_init();
-  return wi_memalign(wi_page_bytes, size);
+  return wi_aligned(wi_page_bytes, size);
 }
 
 wi_export void *WI_HOOK(pvalloc)(size_t size) {
@@ -180,7 +189,7 @@ wi_export void *WI_HOOK(pvalloc)(size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  return wi_memalign(wi_page_bytes, rounded & ~(wi_page_bytes - 1));
+  return wi_aligned(wi_page_bytes, rounded & ~(wi_page_bytes - 1));
 }
 
 wi_export size_t WI_HOOK(malloc_usable_size)(void *p) {

@@ -21,6 +21,9 @@ int wi_posix_memalign(void **, size_t, size_t);
 void *wi_aligned_alloc(size_t, size_t);
 void *wi_memalign(size_t, size_t);
 size_t wi_malloc_usable_size(void *);
+void *wi_reallocarray(void *, size_t, size_t);
+void *wi_valloc(size_t);
+void *wi_pvalloc(size_t);
 #define T(name) wi_##name
 #else
 #define T(name) name

@@ -1,7 +1,8 @@
 /* turingwatch intercepter tests: every exported function, with its edge cases.
  *
- * Runs with the library preloaded and its default options (threshold 128 KiB).  The first test
- * proves that the library really is in charge: glibc never returns page-aligned large blocks.
+ * Runs with the library preloaded (or linked in, WI_EMBED) and its default options (threshold
+ * 128 KiB).  The first test proves that the library really is in charge: glibc never returns
+ * page-aligned large blocks.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -18,7 +19,7 @@
 
 static size_t page;
 /* Through a volatile, so the compiler does not warn about (or fold) the absurd sizes. */
-static volatile size_t huge_count = SIZE_MAX / 2;
+static volatile size_t huge_count = SIZE_MAX / 2, size_max = SIZE_MAX, bits33 = (size_t)1 << 33;
 
 static int aligned(const void *p, size_t align) { return ((uintptr_t)p & (align - 1)) == 0; }
 
@@ -39,179 +40,183 @@ static int zeroed(const unsigned char *p, size_t n) {
 }
 
 static void test_large_blocks_come_from_the_library(void) {
-  void *p = malloc(MiB);
+  void *p = T(malloc)(MiB);
   CHECK(p != NULL && aligned(p, page));       /* glibc's mmapped chunks sit 16 bytes in */
-  CHECK(malloc_usable_size(p) == MiB);        /* exactly its size class */
+  CHECK(T(malloc_usable_size)(p) == MiB);        /* exactly its size class */
   fill(p, MiB, 1);
   CHECK(filled(p, MiB, 1));
-  free(p);
-  void *small = malloc(100);
-  CHECK(small != NULL && aligned(small, 16) && malloc_usable_size(small) >= 100);
-  free(small);
+  T(free)(p);
+  void *small = T(malloc)(100);
+  CHECK(small != NULL && aligned(small, 16) && T(malloc_usable_size)(small) >= 100);
+  T(free)(small);
 }
 
 static void test_freed_block_is_recycled_for_its_size_class(void) {
-  unsigned char *p = malloc(4 * MiB);
+  unsigned char *p = T(malloc)(4 * MiB);
   fill(p, 4 * MiB, 2);
-  free(p);
-  unsigned char *q = malloc(4 * MiB - 1000);  /* same class: the same block comes back */
+  T(free)(p);
+  unsigned char *q = T(malloc)(4 * MiB - 1000);  /* same class: the same block comes back */
   CHECK(q == p);
-  unsigned char *r = malloc(4 * MiB - 1000);  /* pool now empty for the class: a new block */
+  unsigned char *r = T(malloc)(4 * MiB - 1000);  /* pool now empty for the class: a new block */
   CHECK(r != NULL && r != q);
-  free(q);
-  free(r);
+  T(free)(q);
+  T(free)(r);
 }
 
 static void test_malloc_zero_and_huge(void) {
-  void *p = malloc(0);
+  void *p = T(malloc)(0);
   CHECK(p != NULL);
-  free(p);
+  T(free)(p);
   errno = 0;
-  CHECK(malloc(SIZE_MAX) == NULL && errno == ENOMEM);
+  CHECK(T(malloc)(size_max) == NULL && errno == ENOMEM);
   errno = 0;
-  CHECK(malloc(PTRDIFF_MAX) == NULL && errno == ENOMEM);
+  CHECK(T(malloc)(huge_count) == NULL && errno == ENOMEM);
   errno = 0;
-  CHECK(malloc((size_t)1 << 46) == NULL && errno == ENOMEM);  /* 64 TiB: no mapping for that */
-  free(NULL);
+  CHECK(T(malloc)((size_t)1 << 46) == NULL && errno == ENOMEM);  /* 64 TiB: no mapping for that */
+  T(free)(NULL);
 }
 
 static void test_calloc_zeroes_recycled_blocks(void) {
-  unsigned char *p = malloc(2 * MiB);
+  unsigned char *p = T(malloc)(2 * MiB);
   memset(p, 0xab, 2 * MiB);
-  free(p);
-  unsigned char *q = calloc(1, 2 * MiB);
+  T(free)(p);
+  unsigned char *q = T(calloc)(1, 2 * MiB);
   CHECK(q == p);
   CHECK(zeroed(q, 2 * MiB));
-  free(q);
-  unsigned char *fresh = calloc(3, MiB + 5);
+  T(free)(q);
+  unsigned char *fresh = T(calloc)(3, MiB + 5);
   CHECK(fresh != NULL && zeroed(fresh, 3 * (MiB + 5)));
-  free(fresh);
-  unsigned char *small = calloc(10, 10);
+  T(free)(fresh);
+  unsigned char *small = T(calloc)(10, 10);
   CHECK(small != NULL && zeroed(small, 100));
-  free(small);
-  void *none = calloc(0, 0);
+  T(free)(small);
+  void *none = T(calloc)(0, 0);
   CHECK(none != NULL);
-  free(none);
+  T(free)(none);
 }
 
 static void test_calloc_overflow(void) {
   errno = 0;
-  CHECK(calloc(huge_count, 3) == NULL && errno == ENOMEM);
+  CHECK(T(calloc)(huge_count, 3) == NULL && errno == ENOMEM);
   errno = 0;
-  CHECK(calloc((size_t)1 << 33, (size_t)1 << 33) == NULL && errno == ENOMEM);
+  CHECK(T(calloc)(bits33, bits33) == NULL && errno == ENOMEM);
 }
 
 static void test_realloc_null_and_zero(void) {
-  unsigned char *p = realloc(NULL, 200 * KiB);
+  unsigned char *p = T(realloc)(NULL, 200 * KiB);
   CHECK(p != NULL && aligned(p, page));
   fill(p, 200 * KiB, 3);
-  CHECK(realloc(p, 0) == NULL);  /* glibc semantics: frees p */
-  unsigned char *q = malloc(200 * KiB);
+  CHECK(T(realloc)(p, 0) == NULL);  /* glibc semantics: frees p */
+  unsigned char *q = T(malloc)(200 * KiB);
   CHECK(q == p);                 /* ... so the block went back to the pool */
-  free(q);
+  T(free)(q);
 }
 
 static void test_realloc_small_to_large_and_back(void) {
-  unsigned char *p = malloc(1000);
+  unsigned char *p = T(malloc)(1000);
   fill(p, 1000, 4);
-  p = realloc(p, 3 * MiB);
+  p = T(realloc)(p, 3 * MiB);
   CHECK(p != NULL && aligned(p, page) && filled(p, 1000, 4));
   fill(p, 3 * MiB, 5);
-  p = realloc(p, 500);
+  p = T(realloc)(p, 500);
   CHECK(p != NULL && filled(p, 500, 5));
-  CHECK(malloc_usable_size(p) < 128 * KiB);  /* a glibc block again */
-  free(p);
+  CHECK(T(malloc_usable_size)(p) < 128 * KiB);  /* a glibc block again */
+  T(free)(p);
 }
 
 static void test_realloc_large_grow_and_shrink(void) {
-  unsigned char *p = malloc(MiB + 1);  /* class 1.125 MiB */
+  unsigned char *p = T(malloc)(MiB + 1);  /* class 1.125 MiB */
   fill(p, MiB + 1, 6);
-  unsigned char *same = realloc(p, MiB + 100 * KiB);
+  unsigned char *same = T(realloc)(p, MiB + 100 * KiB);
   CHECK(same == p && filled(same, MiB + 1, 6));  /* fits the class: in place */
-  unsigned char *grown = realloc(same, 64 * MiB);
+  unsigned char *grown = T(realloc)(same, 64 * MiB);
   CHECK(grown != NULL && aligned(grown, page) && filled(grown, MiB + 1, 6));
-  CHECK(malloc_usable_size(grown) == 64 * MiB);
+  CHECK(T(malloc_usable_size)(grown) == 64 * MiB);
   fill(grown, 64 * MiB, 7);
-  unsigned char *shrunk = realloc(grown, 8 * MiB);  /* by half or more: the tail goes back */
+  unsigned char *shrunk = T(realloc)(grown, 8 * MiB);  /* by half or more: the tail goes back */
   CHECK(shrunk == grown && filled(shrunk, 8 * MiB, 7));
-  CHECK(malloc_usable_size(shrunk) == 8 * MiB);
-  free(shrunk);
+  CHECK(T(malloc_usable_size)(shrunk) == 8 * MiB);
+  T(free)(shrunk);
 }
 
+/* A failed realloc leaves the block valid; GCC's use-after-free warning assumes otherwise. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuse-after-free"
 static void test_realloc_failure_keeps_the_block(void) {
-  unsigned char *p = malloc(300 * KiB);
+  unsigned char *p = T(malloc)(300 * KiB);
   fill(p, 300 * KiB, 8);
   errno = 0;
-  CHECK(realloc(p, SIZE_MAX - 4096) == NULL && errno == ENOMEM);
+  CHECK(T(realloc)(p, size_max - 4096) == NULL && errno == ENOMEM);
   CHECK(filled(p, 300 * KiB, 8));
   errno = 0;
-  CHECK(reallocarray(p, huge_count, 4) == NULL && errno == ENOMEM);
+  CHECK(T(reallocarray)(p, huge_count, 4) == NULL && errno == ENOMEM);
   CHECK(filled(p, 300 * KiB, 8));
-  free(p);
+  T(free)(p);
 }
+#pragma GCC diagnostic pop
 
 static void test_posix_memalign(void) {
   void *p = NULL;
-  CHECK(posix_memalign(&p, 3, 64) == EINVAL);
-  CHECK(posix_memalign(&p, 0, 64) == EINVAL);
-  CHECK(posix_memalign(&p, sizeof(void *) / 2, 64) == EINVAL);
+  CHECK(T(posix_memalign)(&p, 3, 64) == EINVAL);
+  CHECK(T(posix_memalign)(&p, 0, 64) == EINVAL);
+  CHECK(T(posix_memalign)(&p, sizeof(void *) / 2, 64) == EINVAL);
   errno = 1234;
-  CHECK(posix_memalign(&p, 64, 100) == 0 && aligned(p, 64));
-  free(p);
-  CHECK(posix_memalign(&p, MiB, 3 * MiB) == 0 && aligned(p, MiB));
-  CHECK(malloc_usable_size(p) >= 3 * MiB);
+  CHECK(T(posix_memalign)(&p, 64, 100) == 0 && aligned(p, 64));
+  T(free)(p);
+  CHECK(T(posix_memalign)(&p, MiB, 3 * MiB) == 0 && aligned(p, MiB));
+  CHECK(T(malloc_usable_size)(p) >= 3 * MiB);
   fill(p, 3 * MiB, 9);
   CHECK(filled(p, 3 * MiB, 9));
-  free(p);
-  CHECK(posix_memalign(&p, MiB, 3 * MiB) == 0 && aligned(p, MiB));  /* from the pool, aligned */
-  free(p);
-  CHECK(posix_memalign(&p, 64, SIZE_MAX / 2) == ENOMEM);
+  T(free)(p);
+  CHECK(T(posix_memalign)(&p, MiB, 3 * MiB) == 0 && aligned(p, MiB));  /* from the pool, aligned */
+  T(free)(p);
+  CHECK(T(posix_memalign)(&p, 64, SIZE_MAX / 2) == ENOMEM);
   CHECK(errno == 1234);  /* posix_memalign reports through its result only */
 }
 
 static void test_aligned_alloc_memalign_valloc_pvalloc(void) {
-  void *p = aligned_alloc(64, 100);
+  void *p = T(aligned_alloc)(64, 100);
   CHECK(p != NULL && aligned(p, 64));
-  free(p);
+  T(free)(p);
   errno = 0;
-  CHECK(aligned_alloc(48, 96) == NULL && errno == EINVAL);
-  p = aligned_alloc(2 * MiB, 2 * MiB);
+  CHECK(T(aligned_alloc)(48, 96) == NULL && errno == EINVAL);
+  p = T(aligned_alloc)(2 * MiB, 2 * MiB);
   CHECK(p != NULL && aligned(p, 2 * MiB));
-  free(p);
-  p = memalign(48, 100);  /* glibc rounds the alignment up to 64 */
+  T(free)(p);
+  p = T(memalign)(48, 100);  /* glibc rounds the alignment up to 64 */
   CHECK(p != NULL && aligned(p, 64));
-  free(p);
-  p = memalign(4 * KiB, 256 * KiB);
-  CHECK(p != NULL && aligned(p, 4 * KiB) && malloc_usable_size(p) >= 256 * KiB);
-  free(p);
+  T(free)(p);
+  p = T(memalign)(4 * KiB, 256 * KiB);
+  CHECK(p != NULL && aligned(p, 4 * KiB) && T(malloc_usable_size)(p) >= 256 * KiB);
+  T(free)(p);
   errno = 0;
-  CHECK(memalign(SIZE_MAX / 2 + 2, 10) == NULL && errno == EINVAL);
-  p = valloc(10);
+  CHECK(T(memalign)(SIZE_MAX / 2 + 2, 10) == NULL && errno == EINVAL);
+  p = T(valloc)(10);
   CHECK(p != NULL && aligned(p, page));
-  free(p);
-  p = valloc(MiB);
+  T(free)(p);
+  p = T(valloc)(MiB);
   CHECK(p != NULL && aligned(p, page));
-  free(p);
-  p = pvalloc(1);
-  CHECK(p != NULL && aligned(p, page) && malloc_usable_size(p) >= page);
-  free(p);
+  T(free)(p);
+  p = T(pvalloc)(1);
+  CHECK(p != NULL && aligned(p, page) && T(malloc_usable_size)(p) >= page);
+  T(free)(p);
   errno = 0;
-  CHECK(pvalloc(SIZE_MAX - 10) == NULL && errno == ENOMEM);
+  CHECK(T(pvalloc)(size_max - 10) == NULL && errno == ENOMEM);
 }
 
 static void test_malloc_usable_size(void) {
-  CHECK(malloc_usable_size(NULL) == 0);
-  void *p = malloc(130 * KiB);  /* 132 KiB of pages, then the next 16 KiB step: 144 KiB */
-  CHECK(malloc_usable_size(p) == 144 * KiB);
-  memset(p, 1, malloc_usable_size(p));  /* all of it is really usable */
-  free(p);
+  CHECK(T(malloc_usable_size)(NULL) == 0);
+  void *p = T(malloc)(130 * KiB);  /* 132 KiB of pages, then the next 16 KiB step: 144 KiB */
+  CHECK(T(malloc_usable_size)(p) == 144 * KiB);
+  memset(p, 1, T(malloc_usable_size)(p));  /* all of it is really usable */
+  T(free)(p);
 }
 
 static void test_free_keeps_errno(void) {
-  void *large = malloc(MiB), *small = malloc(10);
+  void *large = T(malloc)(MiB), *small = T(malloc)(10);
   errno = 4321;
-  free(large);
-  free(small);
+  T(free)(large);
+  T(free)(small);
   CHECK(errno == 4321);
 }
 
@@ -219,11 +224,11 @@ static void test_pool_is_bounded_and_keeps_the_newest(void) {
   /* 1.3 GB of blocks (never touched, so never resident) against the default caps of 64 blocks
    * and 512 MiB: the oldest are unmapped, the newest is reused. */
   void *blocks[100];
-  for (int i = 0; i < 100; i++) blocks[i] = malloc((size_t)(i + 1) * 256 * KiB);
-  for (int i = 0; i < 100; i++) free(blocks[i]);
-  void *newest = malloc(100 * 256 * KiB);
+  for (int i = 0; i < 100; i++) blocks[i] = T(malloc)((size_t)(i + 1) * 256 * KiB);
+  for (int i = 0; i < 100; i++) T(free)(blocks[i]);
+  void *newest = T(malloc)(100 * 256 * KiB);
   CHECK(newest == blocks[99]);
-  free(newest);
+  T(free)(newest);
 }
 
 int main(void) {

@@ -44,19 +44,24 @@ static uint64_t pattern(const void *p, size_t size) {
   return ((uintptr_t)p * 0x9E3779B97F4A7C15ull) ^ size;
 }
 
-/* Fills bytes [from, size) of the block's payload with its pattern. */
-static void fill(block_t *b, size_t from) {
+/* Fills the payload after the size header with the block's pattern, a word at a time (blocks
+ * are at least 16-byte aligned), so that the sanitizer builds stay quick. */
+static void fill(block_t *b) {
   unsigned char *bytes = (unsigned char *)b;
   uint64_t word = pattern(b, b->size);
-  for (size_t i = from < sizeof *b ? sizeof *b : from; i < b->size; i++)
-    bytes[i] = (unsigned char)(word >> (8 * (i & 7)));
+  size_t i = sizeof *b;
+  for (; i + 8 <= b->size; i += 8) *(uint64_t *)(bytes + i) = word;
+  for (; i < b->size; i++) bytes[i] = (unsigned char)(word >> (8 * (i & 7)));
 }
 
-/* Checks the first `upto` bytes: the size header, then the pattern written for `pattern_of`. */
+/* Checks the first `upto` bytes after the header against the pattern written for `pattern_of`. */
 static int intact(const block_t *b, size_t upto, const void *pattern_of) {
   const unsigned char *bytes = (const unsigned char *)b;
   uint64_t word = pattern(pattern_of, b->size);
-  for (size_t i = sizeof *b; i < upto; i++)
+  size_t i = sizeof *b;
+  for (; i + 8 <= upto; i += 8)
+    if (*(const uint64_t *)(bytes + i) != word) return 0;
+  for (; i < upto; i++)
     if (bytes[i] != (unsigned char)(word >> (8 * (i & 7)))) return 0;
   return 1;
 }
@@ -90,7 +95,7 @@ static block_t *make(uint64_t *rng) {
     return NULL;
   }
   b->size = size;
-  fill(b, 0);
+  fill(b);
   return b;
 }
 
@@ -113,7 +118,7 @@ static block_t *resize(block_t *b, uint64_t *rng) {
   size_t common = old_size < size ? old_size : size;
   if (!intact(moved, common, old_address)) note_corruption();
   moved->size = size;
-  fill(moved, 0);
+  fill(moved);
   return moved;
 }
 
