@@ -91,6 +91,11 @@ def parse(html: str) -> Links:
     return links
 
 
+def table_of(view, section: str, kind: str):
+    shown = next(s for s in view.sections if s.id == section)
+    return next(t for t in shown.tables if t.kind == kind)
+
+
 # -- formatting ------------------------------------------------------------------------------
 
 
@@ -242,10 +247,11 @@ def test_text_part_says_the_same(letter):
 
 def test_long_tables_are_cut_and_counted(config, rules):
     short = dataclasses.replace(config, site=dataclasses.replace(config.site, letter_max_rows=3))
-    view = build_view(sample_report("alice", jobs=10), rules, short, charts=[])
-    table = view.sections[0].tables[1]  # all jobs of the period
+    report = sample_report("alice", jobs=10)
+    view = build_view(report, rules, short, charts=[])
+    table = table_of(view, "resources", "latest_concerning")
     assert len(table.rows) == 3
-    assert table.hidden_rows == 7
+    assert table.hidden_rows == len(report.sections[0].latest_concerning.rows) - 3 > 0
 
 
 def test_letters_show_a_readable_subset_of_columns():
@@ -302,7 +308,7 @@ def test_period_label():
 
 def test_text_tables_align(config, rules):
     view = build_view(sample_report("alice", jobs=5), rules, config, charts=[])
-    table = view.sections[0].tables[1]
+    table = table_of(view, "resources", "latest_concerning")
     lines = text_table(table).splitlines()
     assert lines[0].startswith("Job ID")
     assert len(lines) == 2 + len(table.rows) == 7
@@ -363,3 +369,12 @@ def test_concerning_rows_that_make_the_letter_are_the_worst(config, rules):
     assert [row[0].text for row in shown.rows] == ["3", "2"]
     assert shown.row_severity == ["serious", "medium"]
     assert shown.hidden_rows == 1
+
+
+def test_all_jobs_table_is_left_out_when_it_repeats_the_problem_table(config, rules):
+    report = sample_report("alice", jobs=6)
+    resources = report.sections[0]
+    resources.all_latest.rows[:] = list(resources.latest_concerning.rows)
+    view = build_view(report, rules, config, charts=[])
+    kinds = [t.kind for t in next(s for s in view.sections if s.id == "resources").tables]
+    assert kinds == ["latest_concerning", "history"]

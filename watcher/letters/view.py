@@ -52,6 +52,8 @@ TABLE_KINDS = (
      "Your jobs grouped by name and command over everything measured so far, so that a habit "
      "shows even when each single job looks small."),
 )
+# In a letter the problems column shows badges, so its help says what to do with them.
+PROBLEMS_HELP = "The problems found on this row; each badge links to its explanation and fix."
 SOLUTION_KINDS = {
     "code_or_request": "Usually fixed in the job script: the resources it requests, or how the "
                        "program uses them.",
@@ -247,6 +249,11 @@ class _Builder:
         return fill(site.job_url, "site.job_url", job_id=job_id, cluster=cluster,
                     user=self.report.user, web_url=site.web_url.rstrip("/"))
 
+    @staticmethod
+    def same_rows(table: Table, other: Table | None) -> bool:
+        return other is not None and len(other.rows) == len(table.rows) and all(
+            a == b for a, b in zip(table.rows, other.rows, strict=True))
+
     def rule_ids(self, row: Mapping[str, Any]) -> list[str]:
         """The rule ids of a row's problems column (the engine joins them with ", ")."""
         for column in PROBLEM_COLUMNS:
@@ -278,10 +285,13 @@ class _Builder:
 
     def table(self, section: SectionReport, kind: str, title: str, intro: str,
               table: Table) -> TableView:
+        def help_for(column: str) -> str:
+            return PROBLEMS_HELP if column in PROBLEM_COLUMNS else table.help.get(column, "")
+
         columns = [
             Column(
-                c, heading(table, c), table.help.get(c, ""),
-                anchor_id(section.id, "col", c) if table.help.get(c) else None,
+                c, heading(table, c), help_for(c),
+                anchor_id(section.id, "col", c) if help_for(c) else None,
                 c not in JOB_COLUMNS and _is_numeric_column(table, c),
                 c in PROBLEM_COLUMNS,
             )
@@ -325,8 +335,11 @@ class _Builder:
         tables = []
         for kind, title, intro in TABLE_KINDS:
             table = getattr(section, kind)
-            if table is not None and table.rows:
-                tables.append(self.table(section, kind, title, intro, table))
+            if table is None or not table.rows:
+                continue
+            if kind == "all_latest" and self.same_rows(table, section.latest_concerning):
+                continue  # every job of the period had a problem: one table says it all
+            tables.append(self.table(section, kind, title, intro, table))
         if not tables:
             return None
         columns: dict[str, Column] = {}
