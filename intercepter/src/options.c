@@ -109,6 +109,7 @@ void wi_options_init(void) {
     while (i < WI_OPTION_COUNT && !(strlen(wi_option_table[i].name) == name_len &&
                                     strncmp(wi_option_table[i].name, name, name_len) == 0))
       i++;
+    if (i == WI_OPTION_COUNT && strncmp(name, "LIBRARY=", 8) == 0) continue;  /* Python's */
     if (i == WI_OPTION_COUNT) {
       wi_warn("ignoring unknown option ", entry, "", "");
     } else if (!wi_option_apply(i, eq + 1)) {
