@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -229,6 +230,59 @@ def test_login_with_a_password_file_and_a_refused_login(tmp_path):
         secret.write_text("s3cret\n")
         accepted = deliver(config)
         assert accepted.ok and handler.users() == ["alice", "bob"]
+    finally:
+        controller.stop()
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made for the test."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "turingwatch test SMTP")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "smtp.pem", folder / "smtp.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_encrypted_transport_checks_the_server_certificate(tmp_path, monkeypatch, security):
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler = Sink()
+    port = free_port()
+    options = ({"tls_context": context, "require_starttls": True} if security == "starttls"
+               else {"ssl_context": context})
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
+    controller.start()
+    try:
+        config = load_config(write_config(tmp_path, port, security=security, retry_attempts=1))
+        bundle_for(config, ["alice"])
+        untrusted = deliver(config)         # the test CA is not trusted yet
+        assert untrusted.aborted and "CERTIFICATE_VERIFY_FAILED" in untrusted.aborted
+        assert handler.received == []
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))   # what a site's CA bundle does
+        trusted = deliver(config)
+        assert trusted.ok and handler.users() == ["alice"]
     finally:
         controller.stop()
 
