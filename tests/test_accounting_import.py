@@ -7,6 +7,7 @@ files for other versions' quirks, each opening with '#' lines that say which qui
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -413,3 +414,16 @@ def test_config_defaults_for_incremental_imports():
     slurm = load_config(environ={}).slurm
     assert (slurm.import_first_days, slurm.import_overlap_minutes) == (7.0, 60.0)
     assert import_accounting.__doc__ and "import_overlap_minutes" in import_accounting.__doc__
+
+
+def test_api_import_from_an_open_file_reports_progress(store):
+    seen = []
+    result = import_accounting(
+        store, load_config(environ={}), source_file=io.StringIO(fixture("real-22.05.txt")),
+        timezone="UTC", progress=seen.append,
+    )  # fmt: skip
+    assert (result.cluster, result.as_user, result.jobs, result.steps) == ("turingwatch", None, 13, 15)
+    assert seen == result.windows and seen[0].records == 28
+    assert (seen[0].start, seen[0].end) == (utc(2026, 11, 22, 2, 48, 23), utc(2026, 11, 22, 2, 49, 42))
+    imports = store.execute("SELECT window_start, jobs, steps, source FROM accounting_imports")
+    assert imports.fetchall() == [(utc(2026, 11, 22, 2, 48, 23), 13, 15, "file")]

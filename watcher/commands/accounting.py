@@ -102,12 +102,12 @@ def import_accounting(
     config = app.config
     who = _who(user, all_users)
     if print_command:
-        end = until or datetime.now(UTC)
-        start = since or end - timedelta(days=config.slurm.import_first_days)
+        end = (until or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+        start = (since or end - timedelta(days=config.slurm.import_first_days)).astimezone(UTC)
         click.echo(shell_line(sacct_command(config.slurm.sacct, start, end, user=who)))
         click.echo(
-            f"# then: turingwatch import-accounting --from-file FILE --timezone UTC"
-            f" --since {start.astimezone(UTC).isoformat()} --until {end.astimezone(UTC).isoformat()}"
+            "# then: turingwatch import-accounting --from-file FILE --timezone UTC"
+            f" --since {start.replace(microsecond=0).isoformat()} --until {end.isoformat()}"
             + (f" --user {who}" if who else " --all-users")
         )
         return
