@@ -394,3 +394,15 @@ def test_an_unfinished_period_is_not_mailed_by_accident(sink, tmp_path):
     sent = CliRunner().invoke(cli, [*args, "--allow-unfinished"])
     assert sent.exit_code == 0, sent.output
     assert "1 sent" in sent.output and len(handler.received) == 1
+
+
+def test_mail_command_exits_1_when_a_letter_failed(sink, tmp_path):
+    handler, port = sink
+    config_path = write_config(tmp_path, port)
+    bundle_for(load_config(config_path), ["alice", "bob"])
+    handler.refuse["bob@uni.example"] = "550 5.1.1 no such user"
+    result = CliRunner().invoke(cli, ["--config", str(config_path), "mail", "--period",
+                                      PERIOD.id, "--no-progress"])
+    assert result.exit_code == 1
+    assert "1 sent, 1 failed" in result.output
+    assert "failed: bob: bob@uni.example: 550 5.1.1 no such user" in result.output

@@ -129,4 +129,4 @@ def mail(
     for line in report.summary():
         click.echo(line)
     if not report.ok:
-        sys.exit(1)
+        raise click.exceptions.Exit(1)  # failures are listed above; cron sees the status
