@@ -453,3 +453,19 @@ def test_analyze_session_of_a_local_run(store, cluster, config):
     findings = analyze_session(store, config, [sid])
     assert {f.rule for f in findings} == {"cpu_underuse", "low_concurrency"}
     assert all(f.job_id is None for f in findings)
+
+
+def test_gpu_and_system_sections_tag_their_rows(store, cluster, config):
+    job = cluster.job(gpus=1, total_cpu=4 * 3600, limit=4000, mem=None)
+    sid = cluster.session(job)
+    cluster.steps(sid, [4.0] * 10, system_share=0.6)
+    cluster.gpus(sid, {0: [0.0] * 10}, processes={0: [False] * 10})
+    [report] = analyze_period(store, config, WEEK)
+    sections = {s.id: s for s in report.sections}
+    [gpu_row] = sections["gpu"].latest_concerning.rows
+    assert (gpu_row["gpu_index"], gpu_row["problems"]) == (0, "gpu_no_process")
+    [sys_row] = sections["system"].latest_concerning.rows
+    assert (sys_row["step"], sys_row["problems"]) == ("batch", "high_system_time")
+    assert sections["system"].history.rows[0]["problems"] == "high_system_time"
+    assert sections["resources"].latest_concerning.rows == []  # nothing of that section
+    assert report.totals["findings"] == {"serious": 1, "medium": 0, "info": 1}

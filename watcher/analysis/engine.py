@@ -262,38 +262,43 @@ def _section(
         rules = problems.get((section_id, row["job_key"], where), [])
         return {**row, "job_id": row["job_id_display"], "problems": ", ".join(sorted(set(rules)))}
 
-    rows: list[dict[str, Any]] = []
-    if section_id == "resources":
-        steps_by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for step in parts["steps"]:
-            steps_by_job[step["job_key"]].append(step)
-        for job in parts["jobs"]:
-            rows.append(tagged({**job, "step": None, "node": job["peak_node"], "cores": job["ncpus"]}, None))
-            for step in steps_by_job.get(job["job_key"], []):
-                step_row = {**step, "cores": step["cpus_available"], "memory_fraction": None}
-                rows.append(tagged(step_row, (step["step"], step["node"])))
-    elif section_id == "gpu":
-        rows = [tagged(g, ("gpu", g["gpu_uuid"])) for g in parts["gpus"]]
-    else:
-        rows = [tagged(s, (s["step"], s["node"])) for s in parts["steps"] if s["sys_samples"]]
-
-    history_rows = []
-    for fam in parts["history"]:
-        if section_id == "gpu" and not fam["gpu_hours"]:
-            continue
-        if section_id == "system" and not fam["sys_samples"]:
-            continue
-        fam_rules = [r for r in (fam["rules"] or "").split(", ") if r]
-        history_rows.append({**fam, "problems": ", ".join(
-            r for r in fam_rules if section_of.get(r) == section_id)})
+    rows = [tagged(row, where) for row, where in _latest_rows(section_id, parts)]
+    history = [
+        {**fam, "problems": ", ".join(
+            r for r in (fam["rules"] or "").split(", ") if section_of.get(r) == section_id)}
+        for fam in parts["history"]
+        if (section_id != "gpu" or fam["gpu_hours"])
+        and (section_id != "system" or fam["sys_samples"])
+    ]
     return SectionReport(
         id=spec.id,
         title=spec.title,
         measures=spec.measures,
         latest_concerning=make_table(spec.latest, [r for r in rows if r["problems"]]),
         all_latest=make_table(spec.latest, rows),
-        history=make_table(spec.history, history_rows),
+        history=make_table(spec.history, history),
     )
+
+
+def _latest_rows(
+    section_id: str, parts: dict[str, list[dict[str, Any]]]
+) -> list[tuple[dict[str, Any], Any]]:
+    """The section's rows of the period, each with where its findings attach (_problem_index)."""
+    if section_id == "gpu":
+        return [(g, ("gpu", g["gpu_uuid"])) for g in parts["gpus"]]
+    if section_id == "system":
+        return [(s, (s["step"], s["node"])) for s in parts["steps"] if s["sys_samples"]]
+    # resources: each job, then its steps
+    steps_by_job: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for step in parts["steps"]:
+        steps_by_job[step["job_key"]].append(step)
+    rows: list[tuple[dict[str, Any], Any]] = []
+    for job in parts["jobs"]:
+        rows.append(({**job, "step": None, "node": job["peak_node"], "cores": job["ncpus"]}, None))
+        for step in steps_by_job.get(job["job_key"], []):
+            row = {**step, "cores": step["cpus_available"], "memory_fraction": None}
+            rows.append((row, (step["step"], step["node"])))
+    return rows
 
 
 # -- storing ---------------------------------------------------------------------------------
