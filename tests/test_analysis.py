@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from watcher.analysis.engine import analyze_period, analyze_session
+from watcher.analysis.engine import analyze_job, analyze_period, analyze_session
 from watcher.analysis.periods import parse_period
 from watcher.config import load_config
 from watcher.store import Store
@@ -344,8 +344,9 @@ def test_gpu_no_process_and_never_used(store, cluster, config):
     cluster.gpus(cluster.session(opened), {0: [0.0] * 10})
     busy = cluster.job(gpus=1, total_cpu=4 * 3600)
     cluster.gpus(cluster.session(busy), {0: [80.0] * 10})
-    assert rules_of(store, config, idle) & {"gpu_no_process", "gpu_never_used"} == {"gpu_no_process"}
-    assert rules_of(store, config, opened) & {"gpu_no_process", "gpu_never_used"} == {"gpu_never_used"}
+    gpu_rules = {"gpu_no_process", "gpu_never_used"}
+    assert rules_of(store, config, idle) & gpu_rules == {"gpu_no_process"}
+    assert rules_of(store, config, opened) & gpu_rules == {"gpu_never_used"}
     assert not rules_of(store, config, busy) & {"gpu_no_process", "gpu_never_used", "gpu_underuse"}
 
 
@@ -443,7 +444,8 @@ def test_analyze_session_without_accounting(store, cluster, config):
     sid = cluster.session(555, cores=4, mem=4 * GIB, limit=3600, elapsed=300)
     cluster.steps(sid, [1.0] * 30)
     findings = analyze_session(store, config, [sid])
-    assert {(f.rule, f.step) for f in findings} >= {("cpu_underuse", None), ("low_concurrency", "batch")}
+    assert {(f.rule, f.step) for f in findings} >= {
+        ("cpu_underuse", None), ("low_concurrency", "batch")}
     assert {f.job_id for f in findings} == {555}
 
 
@@ -469,3 +471,14 @@ def test_gpu_and_system_sections_tag_their_rows(store, cluster, config):
     assert sections["system"].history.rows[0]["problems"] == "high_system_time"
     assert sections["resources"].latest_concerning.rows == []  # nothing of that section
     assert report.totals["findings"] == {"serious": 1, "medium": 0, "info": 1}
+
+
+def test_analyze_job_uses_samples_and_accounting_whichever_exist(store, cluster, config):
+    unsampled = cluster.job(cores=4, elapsed=3, limit=3600, total_cpu=2.0)
+    sampled = cluster.job(cores=4, total_cpu=3600, limit=4000, mem=None)
+    cluster.steps(cluster.session(sampled), [1.0] * 30)
+    assert [(f.rule, f.job_id) for f in analyze_job(store, config, unsampled)] == [
+        ("time_limit_underuse", unsampled)]
+    assert {(f.rule, f.step) for f in analyze_job(store, config, sampled, cluster="c")} == {
+        ("cpu_underuse", None), ("low_concurrency", "batch")}
+    assert analyze_job(store, config, 99999) == []

@@ -135,7 +135,8 @@ def test_the_report_card_view_agrees_without_accounting(analysed, tmp_path):
     with Store(tmp_path / "card.duckdb") as store:
         sessions = [s.session_id for s in load_output_dir(store, job_dir / "out")]
         findings = analyze_session(store, config, sessions)
-    assert {(f.rule, f.step) for f in findings} == {("cpu_underuse", None), ("low_concurrency", "batch")}
+    assert {(f.rule, f.step) for f in findings} == {
+        ("cpu_underuse", None), ("low_concurrency", "batch")}
     assert {f.job_id for f in findings} == {job_id}
     # From samples alone, the CPU efficiency is Slurm's (TotalCPU) within 3 points. The exact
     # value depends on how much of a real core the busy loop got on this shared machine.

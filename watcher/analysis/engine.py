@@ -35,10 +35,10 @@ from watcher.store import Store, named_statements
 Progress = Callable[[str], None]
 _PACKAGE = "watcher.analysis"
 _TEMP_TABLES = (
-    "tw_params", "tw_scope_sessions", "tw_th", "tw_rules", "tw_exempt", "tw_suppress",
-    "tw_candidates", "tw_session_keys", "tw_jobs", "tw_sessions", "tw_session_steps", "tw_step_usage",
-    "tw_node_memory", "tw_gpu_usage", "tw_gpu_levels", "tw_jupyter", "tw_job_metrics",
-    "tw_findings",
+    "tw_params", "tw_scope_sessions", "tw_scope_jobs", "tw_th", "tw_rules", "tw_exempt",
+    "tw_suppress", "tw_candidates", "tw_session_keys", "tw_jobs", "tw_sessions",
+    "tw_session_steps", "tw_step_usage", "tw_node_memory", "tw_gpu_usage", "tw_gpu_levels",
+    "tw_jupyter", "tw_job_metrics", "tw_findings",
 )
 
 
@@ -87,6 +87,37 @@ def analyze_session(store: Store, config: Config, session_ids: list[str]) -> lis
         _drop_temp_tables(conn)
 
 
+def analyze_job(
+    store: Store, config: Config, job_id: int, cluster: str | None = None
+) -> list[Finding]:
+    """The findings for one Slurm job, from its samples and its accounting, whichever the store
+    has (a job shorter than one sample has only accounting). Nothing is stored."""
+    sessions = [
+        row[0]
+        for row in store.execute(
+            "SELECT session_id FROM sessions"
+            " WHERE job_id = ? AND (?::VARCHAR IS NULL OR cluster = ?)",
+            [job_id, cluster, cluster],
+        ).fetchall()
+    ]
+    job_keys = [
+        row[0]
+        for row in store.execute(
+            "SELECT cluster || ':' || job_id FROM jobs"
+            " WHERE job_id = ? AND (?::VARCHAR IS NULL OR cluster = ?)",
+            [job_id, cluster, cluster],
+        ).fetchall()
+    ]
+    rules = load_rules(config)
+    conn = store.conn
+    try:
+        _prepare(conn, config, rules, session_mode=True, session_ids=sessions, job_keys=job_keys)
+        _run_pipeline(conn, rules, lambda _msg: None)
+        return _findings(conn, None, in_period_only=False)
+    finally:
+        _drop_temp_tables(conn)
+
+
 # -- pipeline --------------------------------------------------------------------------------
 
 
@@ -99,6 +130,7 @@ def _prepare(
     period: Period | None = None,
     user: str | None = None,
     session_ids: Iterable[str] = (),
+    job_keys: Iterable[str] = (),
 ) -> None:
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE tw_params AS SELECT ?::BOOLEAN AS session_mode,"
@@ -119,6 +151,10 @@ def _prepare(
     ids = [[s] for s in session_ids]
     if ids:
         conn.executemany("INSERT INTO tw_scope_sessions VALUES (?)", ids)
+    conn.execute("CREATE OR REPLACE TEMP TABLE tw_scope_jobs (job_key VARCHAR)")
+    keys = [[k] for k in job_keys]
+    if keys:
+        conn.executemany("INSERT INTO tw_scope_jobs VALUES (?)", keys)
 
     # Thresholds as one row, a column per <rule>__<key>: rule SQL reads them by name.
     names, values = ["_one"], [1]
@@ -137,7 +173,9 @@ def _prepare(
         "INSERT INTO tw_rules VALUES (?, ?, ?, ?)",
         [[r.id, r.severity, r.enabled, r.min_runtime_s] for r in rules.rules],
     )
-    conn.execute("CREATE OR REPLACE TEMP TABLE tw_exempt (rule VARCHAR, kind VARCHAR, value VARCHAR)")
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE tw_exempt (rule VARCHAR, kind VARCHAR, value VARCHAR)"
+    )
     exempt = [[None, kind, v] for kind, vs in rules.exempt.items() for v in vs]
     exempt += [[r.id, kind, v] for r in rules.rules for kind, vs in r.exempt.items() for v in vs]
     if exempt:
@@ -316,7 +354,8 @@ def _persist(
     with store.transaction() as conn:
         for table in ("analysis_findings", "analysis_jobs"):
             conn.execute(
-                f"DELETE FROM {table} WHERE period_id = ? AND (?::VARCHAR IS NULL OR user_name = ?)",
+                f"DELETE FROM {table}"
+                " WHERE period_id = ? AND (?::VARCHAR IS NULL OR user_name = ?)",
                 [period.id, user, user],
             )
         conn.execute(

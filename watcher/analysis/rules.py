@@ -94,7 +94,9 @@ def _overlay(base: dict[str, Any], site: dict[str, Any], where: str) -> dict[str
     merged = {"exempt": dict(base.get("exempt", {})), "rules": {}}
     for kind, values in site.get("exempt", {}).items():
         if kind not in EXEMPT_KINDS:
-            raise RuleError(f"{where}: unknown key exempt.{kind} (one of {', '.join(EXEMPT_KINDS)})")
+            raise RuleError(
+                f"{where}: unknown key exempt.{kind} (one of {', '.join(EXEMPT_KINDS)})"
+            )
         merged["exempt"][kind] = values
     site_rules = site.get("rules", {})
     for rule_id in site_rules:
@@ -110,7 +112,9 @@ def _overlay(base: dict[str, Any], site: dict[str, Any], where: str) -> dict[str
             if type(value) is not type(thresholds[key]) and not (
                 isinstance(value, int | float) and isinstance(thresholds[key], int | float)
             ):
-                raise RuleError(f"{where}: {rule_id}.thresholds.{key} must be like {thresholds[key]!r}")
+                raise RuleError(
+                    f"{where}: {rule_id}.thresholds.{key} must be like {thresholds[key]!r}"
+                )
             thresholds[key] = value
         out["thresholds"] = thresholds
         merged["rules"][rule_id] = out
@@ -146,7 +150,8 @@ def _build(data: dict[str, Any], source: str) -> RuleSet:
         if not isinstance(enabled, bool):
             raise RuleError(f"{where}: enabled must be true or false")
         min_runtime = raw.get("min_runtime_s", 0)
-        if isinstance(min_runtime, bool) or not isinstance(min_runtime, int | float) or min_runtime < 0:
+        runtime_ok = isinstance(min_runtime, int | float) and not isinstance(min_runtime, bool)
+        if not runtime_ok or min_runtime < 0:
             raise RuleError(f"{where}: min_runtime_s must be a number >= 0")
         suppressed_by = _string_list(f"{where}: suppressed_by", raw.get("suppressed_by", []))
         for other in suppressed_by:

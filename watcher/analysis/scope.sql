@@ -1,5 +1,5 @@
 -- Which jobs an analysis looks at, and the facts known about each.
--- Inputs (temp tables made by engine.py): tw_params (one row), tw_scope_sessions.
+-- Inputs (temp tables made by engine.py): tw_params (one row), tw_scope_sessions, tw_scope_jobs.
 -- A job comes from accounting when Slurm knows it, else from the watcher's sessions rows
 -- (a run outside Slurm, or accounting not imported yet), so a sampled job never vanishes and an
 -- accounted job without samples is still judged from accounting alone.
@@ -29,7 +29,8 @@ in_period AS (
     FROM jobs j, p
     WHERE CASE
         WHEN p.session_mode THEN j.cluster || ':' || j.job_id IN (
-            SELECT job_key FROM tw_session_keys WHERE accounted)
+            SELECT job_key FROM tw_session_keys WHERE accounted
+            UNION ALL SELECT job_key FROM tw_scope_jobs)
         ELSE j.start_time IS NOT NULL AND j.start_time < p.p_end
             AND (j.end_time IS NULL OR (j.end_time >= p.p_start AND j.end_time < p.p_end))
             AND (p.p_user IS NULL OR j.user_name = p.p_user)

@@ -24,7 +24,9 @@ class SectionSpec:
     history: tuple[Column, ...]
 
 
-_JOB = Column("job_id", "Job ID", "Slurm job id (array tasks as <array>_<task>); local runs: local:<session>")
+_JOB = Column(
+    "job_id", "Job ID", "Slurm job id (array tasks as <array>_<task>); local runs: local:<session>"
+)
 _STEP = Column("step", "Step", "batch, extern, 0, 1 …; empty for the job as a whole")
 _NAME = Column("job_name", "Name", "the job name")
 _NODE = Column("node", "Node", "the node the numbers are from")

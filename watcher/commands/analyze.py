@@ -1,4 +1,4 @@
-"""``turingwatch analyze`` and ``turingwatch rules``: findings of a period, and the rules in force."""
+"""The ``analyze`` command (a period's findings) and ``rules`` (the rules in force)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ def _who(user: str | None, all_users: bool) -> str | None:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-@click.option("--bundle", is_flag=True, help="Also write the period bundle for letters and the web.")
+@click.option(
+    "--bundle", is_flag=True, help="Also write the period bundle for letters and the web."
+)
 @click.option("-v", "--verbose", is_flag=True, help="A line per analysis step on stderr.")
 @pass_app
 def analyze(
@@ -135,7 +137,9 @@ def _print_text(period: Any, reports: list[Any]) -> None:
             if f.gpu is not None:
                 where += f" gpu {f.metrics.get('gpu_index', f.gpu)}"
             numbers = ", ".join(
-                f"{k}={v}" for k, v in f.metrics.items() if k != "job_key" and not isinstance(v, list | dict)
+                f"{k}={v}"
+                for k, v in f.metrics.items()
+                if k != "job_key" and not isinstance(v, list | dict)
             )
             click.echo(f"  {f.severity:<7} {f.rule:<24} {where:<24} {numbers}")
 
@@ -155,7 +159,9 @@ def rules(app: AppContext, fmt: str) -> None:
     except RuleError as exc:
         raise click.ClickException(str(exc)) from None
     if fmt == "json":
-        payload = {"source": ruleset.source, "exempt": ruleset.exempt, "rules": to_json(ruleset.rules)}
+        payload = {
+            "source": ruleset.source, "exempt": ruleset.exempt, "rules": to_json(ruleset.rules)
+        }
         click.echo(json.dumps(payload, indent=2))
         return
     click.echo(f"# rules from {ruleset.source}")
