@@ -1,8 +1,9 @@
 """Slurm accounting: parsing sacct output and importing jobs and steps into the store.
 
-``sacct.py`` builds and runs the sacct command, ``parsable.py`` splits its output into
-records, ``importer.py`` loads them, one window per transaction; the value conversions
-(times, sizes, TRES, job ids) are SQL macros in ``convert.sql``.
+``sacct.py`` builds and runs the sacct command, ``parsable.py`` puts its output back into
+records, ``importer.py`` loads them, one window per transaction. The conversions (times,
+sizes, TRES, job ids) are DuckDB macros in ``convert.sql``, used by ``stage.sql``;
+``upsert.sql`` writes the tables. docs/accounting.md explains the choices.
 """
 
 

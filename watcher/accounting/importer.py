@@ -1,9 +1,9 @@
 """Import sacct records into the store's ``jobs`` and ``job_steps``, one window at a time.
 
-Each window is one sacct call (or one file) and one transaction: its records are split in
-Python (parsable.py), loaded as text into a staging table, converted and checked in SQL
-(convert.sql, stage.sql, check.sql) and only then written (upsert.sql), together with the
-window's row in ``accounting_imports``. A bad record or a crash leaves the store as it was
+Each window is one sacct call (or one file) and one transaction: its records are put one
+a line in Python (parsable.py), handed to DuckDB whole, split into fields, converted and
+checked there (convert.sql, stage.sql) and only then written (upsert.sql), together with
+the window's row in ``accounting_imports``. A bad record or a crash leaves the store as it was
 before that window; windows already finished stay, and the next run carries on after them.
 """
 
