@@ -8,6 +8,7 @@ files for other versions' quirks, each opening with '#' lines that say which qui
 from __future__ import annotations
 
 import io
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from watcher.accounting.importer import (
     windows,
 )
 from watcher.accounting.parsable import SacctFormatError
-from watcher.accounting.sacct import DELIMITER, FIELDS, sacct_command, shell_line
+from watcher.accounting.sacct import DELIMITER, FIELDS, SacctError, sacct_command, shell_line
 from watcher.cli import cli
 from watcher.config import load_config
 from watcher.store import Store
@@ -427,3 +428,18 @@ def test_api_import_from_an_open_file_reports_progress(store):
     assert (seen[0].start, seen[0].end) == (utc(2026, 11, 22, 2, 48, 23), utc(2026, 11, 22, 2, 49, 42))
     imports = store.execute("SELECT window_start, jobs, steps, source FROM accounting_imports")
     assert imports.fetchall() == [(utc(2026, 11, 22, 2, 48, 23), 13, 15, "file")]
+
+
+def test_sacct_that_cannot_run_or_fails_is_a_clear_error(store, monkeypatch):
+    def config(sacct: str):
+        env = {"TURINGWATCH_SLURM_SACCT": sacct, "TURINGWATCH_SLURM_CLUSTER": "c"}
+        return load_config(environ=env)
+
+    with pytest.raises(SacctError, match=r"^/nonexistent/sacct not found: install the Slurm"):
+        import_accounting(store, config("/nonexistent/sacct"), since=utc(2026, 1, 1))
+    if shutil.which("sacct") is None:
+        pytest.skip("no sacct on this machine")
+    monkeypatch.setenv("SLURM_CONF", "/dev/null")  # the real sacct, failing: no ClusterName
+    with pytest.raises(SacctError, match=r"^sacct failed \(exit 1\): .*configuration file"):
+        import_accounting(store, config("sacct"), since=utc(2026, 1, 1))
+    assert count(store, "accounting_imports") == 0
