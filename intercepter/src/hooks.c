@@ -78,15 +78,27 @@ static void *wi_aligned(size_t align, size_t size) {
 
 /* ---- the exported functions ---- */
 
-wi_export void *WI_HOOK(malloc)(size_t size) {
+/* malloc and free have a fast path without a stack frame: a small request from a thread
+ * already set up, in a call that is not a housekeeping tick, goes straight to the next allocator
+ * (a tail call).  Everything else takes the slow path, which does the same work the long way. */
+
+__attribute__((noinline)) static void *wi_malloc_slow(size_t size) {
   wi_ensure_init();
-  if (wi_likely(!wi_is_large(size))) {
-    void *(*real)(size_t) = wi_real_fn(malloc);
-    if (wi_unlikely(real == NULL)) return wi_bootstrap_alloc(size, 16);
-    wi_count_small_alloc();
+  if (wi_is_large(size)) return wi_large_or_fallback(size, 0, false);
+  void *(*real)(size_t) = wi_real_fn(malloc);
+  if (wi_unlikely(real == NULL)) return wi_bootstrap_alloc(size, 16);
+  wi_count_small_alloc();
+  return real(size);
+}
+
+wi_export void *WI_HOOK(malloc)(size_t size) {
+  void *(*real)(size_t) = wi_real_fn(malloc);
+  if (wi_likely(real != NULL && !wi_is_large(size) && wi_counts.registered &&
+                ((wi_counts.allocs + 1) & 4095) != 0)) {
+    wi_counts.allocs++;
     return real(size);
   }
-  return wi_large_or_fallback(size, 0, false);
+  return wi_malloc_slow(size);
 }
 
 wi_export void *WI_HOOK(calloc)(size_t count, size_t size) {
@@ -105,13 +117,26 @@ wi_export void *WI_HOOK(calloc)(size_t count, size_t size) {
   return wi_large_or_fallback(total, 0, true);
 }
 
-wi_export void WI_HOOK(free)(void *p) {
+__attribute__((noinline)) static void wi_free_slow(void *p) {
   if (p == NULL || wi_unlikely(wi_arena_contains(p))) return;  /* the arena is never reused */
   if (wi_large_free(p)) return;
   void (*real)(void *) = wi_real_fn(free);
   if (wi_unlikely(real == NULL)) return;  /* unresolved: nothing but us can have made p */
   if (wi_unlikely(wi_stats_count_small(false))) wi_large_tick();
   real(p);  /* not ours and not the arena's: the next allocator made it */
+}
+
+wi_export void WI_HOOK(free)(void *p) {
+  /* Our blocks are page-aligned (so 4096-aligned), glibc's small ones rarely are: most frees
+   * need no lookup.  NULL is aligned too, and goes the slow way. */
+  void (*real)(void *) = wi_real_fn(free);
+  if (wi_likely(((uintptr_t)p & 4095) != 0 && !wi_arena_contains(p) && real != NULL &&
+                wi_counts.registered && ((wi_counts.frees + 1) & 4095) != 0)) {
+    wi_counts.frees++;
+    real(p);
+    return;
+  }
+  wi_free_slow(p);
 }
 
 wi_export void *WI_HOOK(realloc)(void *p, size_t size) {

@@ -58,8 +58,7 @@ void wi_resolve(void) {
 
 /* ---- bootstrap arena ---- */
 
-#define WI_ARENA_BYTES (64 << 10)
-static _Alignas(64) unsigned char wi_arena[WI_ARENA_BYTES];
+_Alignas(64) unsigned char wi_arena[WI_ARENA_BYTES];
 static size_t wi_arena_used;  /* bump offset, advanced with CAS */
 
 /* Each arena block is preceded by its size (our own header, in our own memory). */
@@ -79,10 +78,6 @@ void *wi_arena_alloc(size_t size, size_t align) {
       return (void *)start;
     }
   }
-}
-
-bool wi_arena_contains(const void *p) {
-  return (const unsigned char *)p >= wi_arena && (const unsigned char *)p < wi_arena + WI_ARENA_BYTES;
 }
 
 size_t wi_arena_usable_size(const void *p) {

@@ -24,14 +24,7 @@ static uint64_t wi_small_allocs, wi_small_frees;  /* relaxed atomics */
 
 /* ---- per-thread counting of small requests ---- */
 
-typedef struct wi_thread_counts_s {
-  uint64_t allocs, frees, calls;
-  bool registered;  /* our key holds a value, so the exit destructor will run */
-} wi_thread_counts_t;
-
-/* initial-exec: a preloaded library gets static TLS, and the general-dynamic model may allocate
- * on first access, which inside malloc would recurse. */
-static __thread wi_thread_counts_t wi_counts __attribute__((tls_model("initial-exec")));
+__thread wi_thread_counts_t wi_counts __attribute__((tls_model("initial-exec")));
 static pthread_key_t wi_counts_key;
 static bool wi_counts_key_ok;
 
@@ -51,14 +44,10 @@ void wi_stats_init(void) {
   wi_counts_key_ok = pthread_key_create(&wi_counts_key, wi_thread_exit) == 0;
 }
 
-bool wi_stats_count_small(bool is_alloc) {
-  if (wi_unlikely(!wi_counts.registered) && wi_relaxed_load(&wi_ready) && wi_counts_key_ok) {
-    wi_counts.registered = true;  /* first: pthread_setspecific may allocate, and recurse here */
-    pthread_setspecific(wi_counts_key, (void *)1);
-  }
-  if (is_alloc) wi_counts.allocs++;
-  else wi_counts.frees++;
-  return (++wi_counts.calls & 4095) == 0;
+void wi_stats_register_thread(void) {
+  if (!wi_relaxed_load(&wi_ready) || !wi_counts_key_ok) return;
+  wi_counts.registered = true;  /* first: pthread_setspecific may allocate, and recurse here */
+  pthread_setspecific(wi_counts_key, (void *)1);
 }
 
 void wi_stats_reset(void) {

@@ -14,6 +14,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+
+/* Everything declared here is internal to the library: direct, not GOT-relative, access. */
+#pragma GCC visibility push(hidden)
 
 #define wi_likely(x)   __builtin_expect(!!(x), 1)
 #define wi_unlikely(x) __builtin_expect(!!(x), 0)
@@ -22,7 +26,6 @@
 #define wi_relaxed_add(p, v)   __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
 
 #if defined(WI_DEBUG) && WI_DEBUG > 0
-#include <stdlib.h>
 #define wi_assert(x) ((x) ? (void)0 : abort())
 #else
 #define wi_assert(x) ((void)0)
@@ -79,7 +82,11 @@ typedef struct wi_real_s {
 extern wi_real_t wi_real;
 void wi_resolve(void);
 void *wi_arena_alloc(size_t size, size_t align);
-bool wi_arena_contains(const void *p);
+#define WI_ARENA_BYTES (64 << 10)
+extern unsigned char wi_arena[WI_ARENA_BYTES];
+static inline bool wi_arena_contains(const void *p) {
+  return (uintptr_t)p - (uintptr_t)wi_arena < WI_ARENA_BYTES;
+}
 size_t wi_arena_usable_size(const void *p);
 
 /* ---- blocks.c: size classes, mappings, the side table ---- */
@@ -120,10 +127,28 @@ typedef struct wi_stats_s {  /* guarded by wi_lock; small requests are counted a
 
 extern wi_stats_t wi_stats;
 void wi_stats_init(void);
-bool wi_stats_count_small(bool is_alloc);  /* per-thread, lock-free; true every 4096th call */
+void wi_stats_register_thread(void);
 void wi_stats_flush_thread(void);
 void wi_stats_reset(void);                         /* in a forked child */
 void wi_stats_write(void);                         /* at exit */
+
+/* Small requests are counted per thread, without any shared write (inline: it is on every call). */
+typedef struct wi_thread_counts_s {
+  uint64_t allocs, frees;
+  bool registered;  /* our pthread key holds a value, so the thread-exit flush will run */
+} wi_thread_counts_t;
+
+/* initial-exec: a preloaded library gets static TLS, and the general-dynamic model may allocate
+ * on first access, which inside malloc would recurse. */
+extern __thread wi_thread_counts_t wi_counts __attribute__((tls_model("initial-exec")));
+
+/* Counts one small request; returns true every 4096th of a kind in a thread: time for a cheap
+ * housekeeping check.  One 8-byte increment: anything wider stalls on store forwarding. */
+static inline bool wi_stats_count_small(bool is_alloc) {
+  if (wi_unlikely(!wi_counts.registered)) wi_stats_register_thread();
+  uint64_t n = is_alloc ? ++wi_counts.allocs : ++wi_counts.frees;
+  return wi_unlikely((n & 4095) == 0);
+}
 
 /* ---- init.c ---- */
 void wi_lock(void);
@@ -155,5 +180,7 @@ void wi_buf_u64(wi_buf_t *b, uint64_t v);
 void wi_buf_json_str(wi_buf_t *b, const char *s);  /* quoted and escaped */
 bool wi_parse_size(const char *s, size_t *out);    /* "128K", "1g", "4096" */
 bool wi_parse_bool(const char *s, bool *out);      /* 1/0, true/false, yes/no, on/off */
+
+#pragma GCC visibility pop
 
 #endif
