@@ -111,8 +111,10 @@ def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> st
             lines.append(_line("", f"[{f['severity']}] {f.get('title') or f['rule']}{where}"))
             if f.get("summary"):
                 lines.append(_line("", f"    {f['summary']}"))
-    elif "findings" in s:
-        lines.append(_line("Findings", "none: this job used what it asked for"))
+    elif s.get("findings") is not None:
+        lines.append(_line("Findings", "none"))
+    if s.get("findings_note"):
+        lines.append(_line("", f"({s['findings_note']})"))
 
     if output_dir:
         lines.append(_line("Details", f"{output_dir}/report.html, {output_dir}/summary.json"))

@@ -47,19 +47,28 @@ def wait_for_peers(output_dir: Path, job: JobContext, session_id: str, timeout_s
     warn(f"{len(open_spools)} node(s) did not finish in {timeout_s:.0f} s; reporting what they sent")
 
 
-def _findings(config: Config, store: Any, sessions: list[str]) -> list[dict[str, Any]] | None:
-    try:
-        from watcher.analysis.engine import analyze_session
-        from watcher.analysis.rules import load_rules
-    except ImportError:
-        return None
-    titles = {rule.id: rule.title for rule in load_rules(config).rules}
+def _findings(
+    config: Config, store: Any, sessions: list[str], elapsed_s: float
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The analysis engine's findings for this job, and a note on rules too short to apply."""
+    from watcher.analysis.engine import analyze_session
+    from watcher.analysis.rules import load_rules
+
+    rules = load_rules(config).enabled
+    titles = {rule.id: rule.title for rule in rules}
     out = []
     for finding in analyze_session(store, config, sessions):
         row = finding.as_dict()
         row["title"] = titles.get(finding.rule, finding.rule)
         out.append(row)
-    return out
+    waiting = sorted({r.min_runtime_s for r in rules if r.min_runtime_s > elapsed_s})
+    note = (
+        f"{sum(r.min_runtime_s > elapsed_s for r in rules)} of {len(rules)} rules judge only jobs "
+        f"of at least {waiting[0]:.0f} s"
+        if waiting
+        else None
+    )
+    return out, note
 
 
 def finish_report(
@@ -106,10 +115,12 @@ def finish_report(
             top_processes=config.watcher.top_processes,
         )
         try:
-            summary["findings"] = _findings(config, store, sessions)
+            summary["findings"], summary["findings_note"] = _findings(
+                config, store, sessions, outcome.elapsed_s
+            )
         except Exception as exc:  # numbers without findings beat no report
             warn(f"analysis of this job failed: {exc}")
-            summary["findings"] = None
+            summary["findings"], summary["findings_note"] = None, None
 
     summary["intercepter"] = _intercept_summary(intercept_stats)
     series = {k: summary.pop(k) for k in ("timeline", "gpu_timeline")}
