@@ -7,6 +7,7 @@ import tarfile
 
 import pytest
 
+from watcher.analysis.model import to_json
 from watcher.analysis.periods import parse_period
 from watcher.analysis.rules import load_rules
 from watcher.config import load_config
@@ -59,6 +60,7 @@ def test_bundle_holds_letters_images_and_numbers(config, reports):
     assert sum(summary["findings"].values()) == len(alice.findings)
 
     report = json.loads(files["2026-W46/users/alice/report.json"])
+    assert report == json.loads(json.dumps(to_json(alice)))   # the model's documented form
     assert report["user"] == "alice"
     assert len(report["findings"]) == len(alice.findings)
     assert report["findings"][0]["rule"] == alice.findings[0].rule

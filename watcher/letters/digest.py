@@ -91,16 +91,22 @@ def measure(jobs: Sequence[Job], usage: Usage) -> tuple[str, float] | None:
     return text, share
 
 
-def jobs_of(findings: Sequence[Finding], jobs: Sequence[Job]) -> list[Job]:
-    """The report's job rows that the findings are about (by job key, else by job id)."""
-    by_key = {j.get("job_key"): j for j in jobs if j.get("job_key") is not None}
-    by_id = {(j.get("cluster"), j.get("job_id")): j for j in jobs}
-    found: dict[int, Job] = {}
-    for f in findings:
-        job = by_key.get(f.metrics.get("job_key")) or by_id.get((f.cluster, f.job_id))
-        if job is not None:
-            found[id(job)] = job
-    return list(found.values())
+class JobIndex:
+    """The report's job rows by job key and by (cluster, job id), built once per report."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.by_key = {j.get("job_key"): j for j in jobs if j.get("job_key") is not None}
+        self.by_id = {(j.get("cluster"), j.get("job_id")): j for j in jobs}
+
+    def jobs_of(self, findings: Sequence[Finding]) -> list[Job]:
+        """The job rows that the findings are about (by job key, else by job id)."""
+        found: dict[int, Job] = {}
+        for f in findings:
+            job = self.by_key.get(f.metrics.get("job_key")) or self.by_id.get(
+                (f.cluster, f.job_id))
+            if job is not None:
+                found[id(job)] = job
+        return list(found.values())
 
 
 def usage_of(rule_id: str) -> Usage | None:
@@ -108,11 +114,11 @@ def usage_of(rule_id: str) -> Usage | None:
     return next((u for u in USAGES if any(word in rule_id for word in u.keywords)), None)
 
 
-def evidence(rule_id: str, findings: Sequence[Finding], jobs: Sequence[Job]
+def evidence(rule_id: str, findings: Sequence[Finding], jobs: JobIndex
              ) -> tuple[str | None, float]:
     """The numbers behind a rule: the usage pair its id names, over the jobs it flagged."""
     usage = usage_of(rule_id)
-    said = measure(jobs_of(findings, jobs), usage) if usage else None
+    said = measure(jobs.jobs_of(findings), usage) if usage else None
     return said if said else (None, 1.0)
 
 
@@ -139,10 +145,11 @@ def pick_advice(
     for finding in report.findings:
         by_rule[finding.rule].append(finding)
     advice = []
+    index = JobIndex(report.jobs)
     for rule_id, found in by_rule.items():
         rule = rules.get(rule_id) or fallback_rule(rule_id, found[0].severity)
         jobs = {(f.cluster, f.job_id) for f in found if f.job_id is not None}
-        said, share = evidence(rule_id, found, report.jobs)
+        said, share = evidence(rule_id, found, index)
         advice.append(Advice(rule, len(jobs) or len(found), said, first_sentence(rule.solution),
                              problem_anchor(rule_id), share))
     advice.sort(key=lambda a: (

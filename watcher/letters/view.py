@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -196,12 +196,14 @@ def contact_address(contact: str) -> str | None:
     return found.group(0) if found else None
 
 
-def letter_columns(table: Table) -> list[str]:
+def letter_columns(table: Table, rows: Sequence[Mapping[str, Any]] | None = None) -> list[str]:
     """The table's columns a letter shows: the LETTER_COLUMNS it has, less those that would be
-    empty in every row; all its columns when it has none of them (a table this module does not
-    know yet)."""
+    empty in every shown row (``rows``, by default all); all its columns when it has none of
+    them (a table this module does not know yet)."""
+    shown = table.rows if rows is None else rows
+
     def says_something(column: str) -> bool:
-        return any(row.get(column) not in (None, "") for row in table.rows)
+        return any(row.get(column) not in (None, "") for row in shown)
 
     known = [c for c in table.columns if c in LETTER_COLUMNS]
     return [c for c in (known or table.columns) if says_something(c)]
@@ -214,8 +216,8 @@ def heading(table: Table, column: str) -> str:
     return text.replace(" %)", ")")
 
 
-def _is_numeric_column(table: Table, column: str) -> bool:
-    values = [row.get(column) for row in table.rows if row.get(column) is not None]
+def _is_numeric_column(rows: Sequence[Mapping[str, Any]], column: str) -> bool:
+    values = [row.get(column) for row in rows if row.get(column) is not None]
     return bool(values) and all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in values
     )
@@ -230,6 +232,9 @@ class _Builder:
     ) -> None:
         self.report, self.rules, self.config, self.charts = report, rules, config, charts
         self.explained: dict[str, ProblemView] = {}   # rule id -> its explanation, once
+        self.jobs_of_rule: dict[str, set[tuple[Any, Any]]] = {}
+        for f in report.findings:
+            self.jobs_of_rule.setdefault(f.rule, set()).add((f.cluster, f.job_id))
         # Table rows carry only their columns; the job's cluster comes from the job list.
         self.cluster_of = {str(j.get("job_id_display", j.get("job_id"))): j.get("cluster")
                            for j in report.jobs}
@@ -285,6 +290,13 @@ class _Builder:
 
     def table(self, section: SectionReport, kind: str, title: str, intro: str,
               table: Table) -> TableView:
+        limit = self.config.site.letter_max_rows
+        shown = table.rows
+        if kind == "latest_concerning":
+            # Only the first rows make it into the letter: let them be the worst ones.
+            shown = sorted(shown, key=lambda row: self.row_rank(row))
+        shown = shown[:limit]
+
         def help_for(column: str) -> str:
             return PROBLEMS_HELP if column in PROBLEM_COLUMNS else table.help.get(column, "")
 
@@ -292,18 +304,13 @@ class _Builder:
             Column(
                 c, heading(table, c), help_for(c),
                 anchor_id(section.id, "col", c) if help_for(c) else None,
-                c not in JOB_COLUMNS and _is_numeric_column(table, c),
+                c not in JOB_COLUMNS and _is_numeric_column(shown, c),
                 c in PROBLEM_COLUMNS,
             )
-            for c in letter_columns(table)
+            for c in letter_columns(table, shown)
         ]
-        limit = self.config.site.letter_max_rows
-        source = table.rows
-        if kind == "latest_concerning":
-            # Only the first rows make it into the letter: let them be the worst ones.
-            source = sorted(source, key=lambda row: self.row_rank(row))
         rows, severities = [], []
-        for row in source[:limit]:
+        for row in shown:
             cells = [self.cell(c, row) for c in columns]
             rows.append(cells)
             found = [b.severity for cell in cells for b in cell.badges]
@@ -313,18 +320,14 @@ class _Builder:
 
     def problems_in(self, section_id: str, referenced: list[str]) -> list[ProblemView]:
         """Explanations for the rules that fired in this section or that its tables name."""
-        jobs: dict[str, set[tuple[Any, Any]]] = {}
-        for f in self.report.findings:
-            jobs.setdefault(f.rule, set()).add((f.cluster, f.job_id))
-        fired = [r for r in dict.fromkeys(f.rule for f in self.report.findings)
-                 if self.rule(r).section == section_id]
+        fired = [r for r in self.jobs_of_rule if self.rule(r).section == section_id]
         out = []
         for rule_id in dict.fromkeys(fired + referenced):
             if rule_id in self.explained:
                 continue
             rule = self.rule(rule_id)
             view = ProblemView(rule, problem_anchor(rule_id),
-                               len(jobs.get(rule_id, ())),
+                               len(self.jobs_of_rule.get(rule_id, ())),
                                SOLUTION_KINDS.get(rule.solution_type))
             self.explained[rule_id] = view
             out.append(view)
