@@ -264,7 +264,10 @@ start_slurm() {
 
 cmd_start() {
     local started=$SECONDS before after
-    [[ $(id -u) == 0 ]] || die "start needs root (daemons and packages)"
+    if [[ $(id -u) != 0 ]]; then
+        cmd_status >/dev/null && return 0   # nothing to do, and nothing a non-root user could
+        die "start needs root (daemons and packages)"
+    fi
     ensure_packages
     ensure_user
     make_dirs
