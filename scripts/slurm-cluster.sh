@@ -333,6 +333,7 @@ cancel_jobs() {
 cmd_stop() {
     local started=$SECONDS
     [[ -d $STATE ]] || { say "nothing to stop: no $STATE"; return 0; }
+    [[ $(id -u) == 0 ]] || die "stop needs root (the daemons run as root)"
     cancel_jobs
     stop_daemons slurmd slurmctld slurmdbd mariadbd munged
     # Only now: a munged still running would unlink a new socket at this path when it exits.
@@ -348,7 +349,9 @@ cmd_status() {
     for name in munged mariadbd slurmdbd slurmctld slurmd; do
         pidfile=$STATE/run/$name.pid
         [[ $name == mariadbd ]] && pidfile=$DB_DIR/mariadbd.pid
-        if running "$pidfile" "$name"; then
+        if [[ -e $pidfile && ! -r $pidfile ]]; then
+            echo "$name: cannot tell (its PID file is not readable by $(id -un))"
+        elif running "$pidfile" "$name"; then
             echo "$name: running (pid $(<"$pidfile"))"
         else
             echo "$name: not running"
