@@ -106,8 +106,6 @@ start_munge() {
     await 10 munged test -S "$MUNGE_SOCKET"
 }
 
-db() { mariadb --no-defaults --user=root --socket="$DB_SOCKET" "$@"; }
-
 start_mariadb() {
     if [[ ! -d $DB_DIR/data/mysql ]]; then
         say "creating the MariaDB datadir"
@@ -124,7 +122,7 @@ start_mariadb() {
             </dev/null >/dev/null 2>&1 &
         await 60 mariadbd mariadb --no-defaults --user=root --socket="$DB_SOCKET" -e 'SELECT 1'
     fi
-    db <<'SQL'
+    mariadb --no-defaults --user=root --socket="$DB_SOCKET" <<'SQL'
 CREATE USER IF NOT EXISTS 'slurmdbd'@'127.0.0.1' IDENTIFIED BY 'turingwatch';
 GRANT ALL PRIVILEGES ON slurm_acct_db.* TO 'slurmdbd'@'127.0.0.1';
 SQL
@@ -321,7 +319,7 @@ cancel_jobs() {
     running "$STATE/run/slurmctld.pid" slurmctld || return 0
     jobs=$(timeout 10 squeue --noheader --format=%i 2>/dev/null) || return 0
     [[ -n $jobs ]] || return 0
-    say "cancelling jobs: $(echo $jobs)"
+    say "cancelling jobs: ${jobs//$'\n'/ }"
     # shellcheck disable=SC2086
     scancel $jobs || true
     for ((i = 0; i < 60; i++)); do
