@@ -45,9 +45,9 @@ void wi_stats_init(void) {
 }
 
 void wi_stats_register_thread(void) {
-  if (!wi_relaxed_load(&wi_ready) || !wi_counts_key_ok) return;
+  if (!wi_relaxed_load(&wi_ready)) return;
   wi_counts.registered = true;  /* first: pthread_setspecific may allocate, and recurse here */
-  pthread_setspecific(wi_counts_key, (void *)1);
+  if (wi_counts_key_ok) pthread_setspecific(wi_counts_key, (void *)1);
 }
 
 void wi_stats_reset(void) {

@@ -135,7 +135,7 @@ void wi_stats_write(void);                         /* at exit */
 /* Small requests are counted per thread, without any shared write (inline: it is on every call). */
 typedef struct wi_thread_counts_s {
   uint64_t allocs, frees;
-  bool registered;  /* our pthread key holds a value, so the thread-exit flush will run */
+  bool registered;  /* set up; with our pthread key holding a value, flushed at thread exit */
 } wi_thread_counts_t;
 
 /* initial-exec: a preloaded library gets static TLS, and the general-dynamic model may allocate
