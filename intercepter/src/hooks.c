@@ -127,10 +127,11 @@ __attribute__((noinline)) static void wi_free_slow(void *p) {
 }
 
 wi_export void WI_HOOK(free)(void *p) {
-  /* Our blocks are page-aligned (so 4096-aligned), glibc's small ones rarely are: most frees
-   * need no lookup.  NULL is aligned too, and goes the slow way. */
+  /* Our blocks start at page offset 0 or WI_COLOUR, glibc's small ones rarely do: most frees
+   * need no lookup.  NULL is at offset 0 too, and goes the slow way. */
   void (*real)(void *) = wi_real_fn(free);
-  if (wi_likely(((uintptr_t)p & 4095) != 0 && !wi_arena_contains(p) && real != NULL &&
+  uintptr_t offset = (uintptr_t)p & 4095;
+  if (wi_likely(offset != 0 && offset != WI_COLOUR && !wi_arena_contains(p) && real != NULL &&
                 wi_counts.registered && ((wi_counts.frees + 1) & 4095) != 0)) {
     wi_counts.frees++;
     real(p);

@@ -52,7 +52,11 @@ typedef struct wi_block_s {
   size_t size;
   uintptr_t base;
   size_t len;
+  size_t align;    /* as requested: over-page-aligned blocks cannot move with mremap */
 } wi_block_t;
+
+/* Blocks with at most this alignment start this far into their first page (see large.c). */
+#define WI_COLOUR 256
 
 /* ---- options.c ---- */
 typedef struct wi_options_s {
