@@ -157,3 +157,37 @@ def test_own_reaped_history_before_watching_is_not_the_jobs(proc):
     assert s.sample().steps[0].cpu_user_s == 0
     proc.put(30, 1, comm="turingwatch", cutime=900)   # we reaped the job's command
     assert s.sample().steps[0].cpu_user_s == pytest.approx(200 * TICK)
+
+
+def test_workers_reaped_by_a_parent_that_then_vanished_are_not_counted_twice(proc):
+    proc.put(30, 1, comm="turingwatch")
+    proc.put(31, 30, comm="pool", utime=10)
+    proc.put(32, 31, comm="worker", utime=100)
+    sampler = Sampler(ListedSource({"local": StepProcesses([30, 31, 32], children_only={30})}),
+                      proc_root=str(proc.root), own_pid=30)
+    assert sampler.sample().steps[0].cpu_user_s == pytest.approx(110 * TICK)
+    # Within one interval the pool reaped its worker, exited, and the watcher reaped the pool.
+    proc.drop(32)
+    proc.drop(31)
+    proc.put(30, 1, comm="turingwatch", cutime=115)
+    sampler.source.current = {"local": StepProcesses([30], children_only={30})}
+    assert sampler.sample().steps[0].cpu_user_s == pytest.approx(115 * TICK)
+
+
+def test_orphans_that_vanish_with_no_sampled_ancestor_keep_their_time(proc):
+    proc.put(41, 1, comm="parent", utime=10)
+    proc.put(42, 41, comm="orphan", utime=100)
+    sampler = sampler_for(proc, {"0": StepProcesses([41, 42])})
+    sampler.sample()
+    proc.drop(41)
+    proc.drop(42)   # both gone, reaped by init (not sampled): their time is kept
+    proc.put(43, 1, comm="other", utime=0)
+    sampler.source.current = {"0": StepProcesses([43])}
+    assert sampler.sample().steps[0].cpu_user_s == pytest.approx(110 * TICK)
+
+
+def test_other_watchers_are_not_the_jobs_work(proc):
+    proc.put(50, 1, comm="turingwatch", utime=300)   # an attach beside the run
+    proc.put(51, 1, comm="solver", utime=100)
+    step = sampler_for(proc, {"0": StepProcesses([50, 51])}).sample().steps[0]
+    assert step.cpu_user_s == pytest.approx(100 * TICK) and step.nprocs == 1

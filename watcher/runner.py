@@ -34,6 +34,15 @@ FORWARDED_SIGNALS = (
 _PR_SET_CHILD_SUBREAPER = 36
 
 
+def name_this_process() -> None:
+    """Show as ``turingwatch`` in ps and /proc, so samplers can tell watchers from the job."""
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write("turingwatch")
+    except OSError:
+        pass
+
+
 def become_subreaper() -> bool:
     """Orphans of the command's tree are re-parented to us instead of init, so we keep them."""
     try:
@@ -77,6 +86,7 @@ def resolve_output_dir(config: Config, job: jobenv.JobContext, given: Path | Non
 def run(config: Config, options: RunOptions) -> Outcome:
     """Run the command under the watcher; return how it ended (the CLI exits accordingly)."""
     become_subreaper()
+    name_this_process()
     job = jobenv.detect(query_slurm=False)
     output_dir = resolve_output_dir(config, job, options.output_dir)
     env = dict(os.environ)
@@ -208,6 +218,11 @@ def _finish(
 
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     before = outcome.extra["usage_before"]
+    # The watcher's own cost while sampling (before DuckDB is loaded for the report); Slurm
+    # counts it in the job too, so the report says how much of its numbers it is.
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    watcher_usage = {"cpu_s": round(own.ru_utime + own.ru_stime, 3),
+                     "peak_rss_bytes": own.ru_maxrss * 1024}
     intercept_stats = None
     if intercept_dir is not None:
         try:
@@ -229,6 +244,7 @@ def _finish(
                                 "system_s": usage.ru_stime - before.ru_stime,
                                 "maxrss_kib": usage.ru_maxrss},
             "intercepter": intercept_stats,
+            "watcher": watcher_usage,
         }
     )
     card = finish_report(
@@ -239,6 +255,7 @@ def _finish(
         outcome=outcome,
         batch_host=True,
         intercept_stats=intercept_stats,
+        watcher_usage=watcher_usage,
         mail=options.mail,
     )
     if card and not options.quiet:

@@ -47,7 +47,8 @@ def attach(
     writing to one shared directory; the batch host's report card then covers every node:
 
     \b
-    srun --overlap --ntasks-per-node=1 turingwatch attach --output "$OUT" &
+    srun --overlap --ntasks="$SLURM_JOB_NUM_NODES" --ntasks-per-node=1 \\
+        turingwatch attach --output "$OUT" &
     turingwatch run --output "$OUT" -- srun ./solver
 
     It stops when the job has no process left on this node, when the batch host's run
@@ -55,11 +56,12 @@ def attach(
     """
     from watcher import jobenv
     from watcher.report.writer import finish_report
-    from watcher.runner import Outcome, resolve_output_dir
+    from watcher.runner import Outcome, name_this_process, resolve_output_dir
     from watcher.sampling.gpu import GpuSampler, visible_devices_from_env
     from watcher.sampling.sources import SlurmSource
     from watcher.watch import STOP_MARKER, AlreadyWatched, Watch
 
+    name_this_process()
     config = app.config
     here = jobenv.detect(query_slurm=False)
     job_id = job_id if job_id is not None else here.job_id

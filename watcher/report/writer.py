@@ -80,6 +80,7 @@ def finish_report(
     outcome: Any,
     batch_host: bool,
     intercept_stats: dict[str, Any] | None = None,
+    watcher_usage: dict[str, Any] | None = None,
     mail: bool = False,
 ) -> str | None:
     """Load the job's spools, write summary.json and report.html; return the text card."""
@@ -123,6 +124,7 @@ def finish_report(
             summary["findings"], summary["findings_note"] = None, None
 
     summary["intercepter"] = _intercept_summary(intercept_stats)
+    summary["watcher"] = watcher_usage
     series = {k: summary.pop(k) for k in ("timeline", "gpu_timeline")}
     atomic_write(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     html = render_report_html({**summary, **series})

@@ -20,6 +20,9 @@ from watcher.sampling import procfs
 from watcher.sampling.records import GpuReading, ProcessSample, StepSample
 
 _TICK = 1.0 / procfs.CLOCK_TICKS
+# Watchers name themselves so (runner.name_this_process): another watcher of the same job,
+# an attach beside a run, is not the job's work.
+WATCHER_COMM = "turingwatch"
 # Cumulative counters per process, in this order.
 _USER, _SYS, _MINFLT, _MAJFLT, _RCHAR, _WCHAR, _READ, _WRITE = range(8)
 _NCOUNTERS = 8
@@ -117,7 +120,7 @@ class Sampler:
                 key = (pid, st.start_ticks)
                 live_pids.add(pid)
                 present = True
-                if pid in children_only:
+                if pid in children_only or st.comm == WATCHER_COMM:
                     counters = (st.cutime, st.cstime, st.cminflt, st.cmajflt, 0, 0, 0, 0)
                     if pid == self.own_pid:
                         base = self._own_baseline
@@ -228,10 +231,22 @@ class Sampler:
         return record
 
     def _account_vanished(self, seen_now: dict[tuple[int, int], _Seen], live: set[int]) -> None:
-        """Keep the counters of processes that left without a sampled parent to reap them."""
+        """Keep the counters of processes that left without a sampled ancestor to reap them.
+
+        A process that vanished was reaped by its parent, whose cutime now holds it. If the
+        parent vanished too (a pool's parent that waited for its workers, then exited), its
+        own parent holds both, and so on up: the first live ancestor decides. Counting the
+        workers as departed as well would count them twice.
+        """
+        gone = {key[0]: last[1] for key, last in self._seen.items() if key not in seen_now}
         for key, (step, ppid, counters, *_rest) in self._seen.items():
-            if key in seen_now or ppid in live:
-                continue  # still here, or its parent (sampled) has folded it into cutime
+            if key in seen_now:
+                continue
+            ancestor, hops = ppid, 0
+            while ancestor in gone and ancestor not in live and hops < len(gone):
+                ancestor, hops = gone[ancestor], hops + 1
+            if ancestor in live:
+                continue  # a sampled ancestor has folded it into its cutime
             departed = self._departed.setdefault(step, [0] * _NCOUNTERS)
             _add(departed, counters)
         self._seen = seen_now
