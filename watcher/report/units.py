@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+from watcher.letters.formatting import size
 
 
 def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "n/a"
-    value = float(n)
-    for unit in _UNITS:
-        if abs(value) < 1024 or unit == _UNITS[-1]:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    """Binary units, as the letters write them (one formatter for every report)."""
+    return "n/a" if n is None else size(n)
 
 
 def human_duration(seconds: float | None) -> str:
