@@ -145,3 +145,41 @@ def test_exec_from_a_shell_that_ran_other_work_first(tmp_path):
     assert done.returncode == 0, done.stderr
     s = summary(tmp_path / "o")
     assert 0.25 <= s["cpu_user_s"] + s["cpu_system_s"] < 0.9
+
+
+@pytest.mark.smtp
+def test_run_mails_its_report_card(tmp_path):
+    import email
+    import email.policy
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    class Keep:
+        def __init__(self):
+            self.messages = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.messages.append((envelope.rcpt_tos, envelope.content))
+            return "250 OK"
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    keep = Keep()
+    controller = Controller(keep, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        env = {"TURINGWATCH_MAIL_SMTP_HOST": "127.0.0.1", "TURINGWATCH_MAIL_SMTP_PORT": str(port),
+               "TURINGWATCH_MAIL_DOMAIN": "example.org", "TURINGWATCH_SITE_NAME": "Turing",
+               "SLURM_JOB_USER": "alice"}
+        done = turingwatch(tmp_path, "run", "-q", "--mail", "-i", "0.5", "-o", "o", "--", "true", env=env)
+    finally:
+        controller.stop()
+    assert done.returncode == 0, done.stderr
+    ((rcpts, raw),) = keep.messages
+    assert rcpts == ["alice@example.org"]
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message["Subject"] == "[Turing] report card for your run"
+    assert "turingwatch report card" in message.get_body(("plain",)).get_content()
+    assert "<svg" in message.get_body(("html",)).get_content()
