@@ -140,7 +140,7 @@ wi_export void WI_HOOK(free)(void *p) {
   wi_free_slow(p);
 }
 
-wi_export void *WI_HOOK(realloc)(void *p, size_t size) {
+__attribute__((noinline)) static void *wi_realloc_slow(void *p, size_t size) {
   wi_ensure_init();
   if (p == NULL) return WI_HOOK(malloc)(size);
   if (size == 0) {  /* glibc: realloc(p, 0) frees p and returns NULL */
@@ -170,6 +170,16 @@ wi_export void *WI_HOOK(realloc)(void *p, size_t size) {
   memcpy(q, p, wi_min(size, old_size));
   WI_HOOK(free)(p);
   return q;
+}
+
+/* Fast path: a small glibc block that stays small is glibc's business alone. */
+wi_export void *WI_HOOK(realloc)(void *p, size_t size) {
+  void *(*real)(void *, size_t) = wi_real_fn(realloc);
+  uintptr_t offset = (uintptr_t)p & 4095;  /* NULL, and our blocks, take the slow path */
+  if (wi_likely(real != NULL && offset != 0 && offset != WI_COLOUR && size != 0 &&
+                !wi_is_large(size) && !wi_arena_contains(p)))
+    return real(p, size);
+  return wi_realloc_slow(p, size);
 }
 
 wi_export void *WI_HOOK(reallocarray)(void *p, size_t count, size_t size) {

@@ -1,10 +1,10 @@
 /* turingwatch intercepter: start-up, the lock, fork handling, and the exit report.
  *
  * One mutex guards the large-block bookkeeping (side table, pool, large statistics).  It is taken
- * only for requests at or above the threshold and for free() of page-aligned pointers, never on
- * the small path, and no system call that can block for long (mmap, munmap, memset) runs under
- * it.  So the library is not lock-free, but the small path is: it costs one branch and a
- * thread-local increment on top of glibc.
+ * only for requests at or above the threshold and for free() of pointers at page offset 0 or
+ * WI_COLOUR (2 in 256 of glibc's), never on the small path, and no system call that can take
+ * long (mmap, munmap, mremap) nor any memset runs under it.  So the library is not lock-free,
+ * but the small path is: a few compares and a thread-local increment on top of glibc.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
