@@ -457,6 +457,14 @@ def test_analyze_session_of_a_local_run(store, cluster, config):
     assert all(f.job_id is None for f in findings)
 
 
+def test_the_report_card_applies_no_exemptions(store, cluster, config):
+    # root is exempt from period letters by default, but still gets its own job's card.
+    sid = cluster.session(None, cores=8, elapsed=600, user="root")
+    cluster.steps(sid, [1.0] * 60, step="local", cpus=8)
+    assert {f.rule for f in analyze_session(store, config, [sid])} == {"cpu_underuse", "low_concurrency"}
+    assert all(not report.findings for report in analyze_period(store, config, WEEK))
+
+
 def test_gpu_and_system_sections_tag_their_rows(store, cluster, config):
     job = cluster.job(gpus=1, total_cpu=4 * 3600, limit=4000, mem=None)
     sid = cluster.session(job)

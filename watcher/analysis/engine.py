@@ -78,7 +78,7 @@ def analyze_session(store: Store, config: Config, session_ids: list[str]) -> lis
     """The findings for the job(s) the given watcher sessions sampled: the report card's view.
 
     Works from the samples and ``sessions`` rows alone when the store has no accounting; uses
-    accounting rows for the job when they are there. Nothing is stored.
+    accounting rows for the job when they are there. Exemptions do not apply. Nothing is stored.
     """
     rules = load_rules(config)
     conn = store.conn
@@ -181,7 +181,9 @@ def _prepare(
     )
     exempt = [[None, kind, v] for kind, vs in rules.exempt.items() for v in vs]
     exempt += [[r.id, kind, v] for r in rules.rules for kind, vs in r.exempt.items() for v in vs]
-    if exempt:
+    # Exemptions decide whom the site writes to about what; a report card answers the job's
+    # owner about their own job (root's included), so it applies none.
+    if exempt and not session_mode:
         conn.executemany("INSERT INTO tw_exempt VALUES (?, ?, ?)", exempt)
     conn.execute("CREATE OR REPLACE TEMP TABLE tw_suppress (rule VARCHAR, by_rule VARCHAR)")
     suppress = [[r.id, other] for r in rules.rules for other in r.suppressed_by]
