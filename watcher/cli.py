@@ -21,6 +21,7 @@ COMMANDS = {
     "attach": "watcher.commands.attach:attach",
     "config": "watcher.commands.config:config",
     "import-accounting": "watcher.commands.accounting:import_accounting",
+    "ingest": "watcher.commands.ingest:ingest",
     "analyze": "watcher.commands.analyze:analyze",
     "rules": "watcher.commands.analyze:rules",
     "mail": "watcher.commands.mail:mail",

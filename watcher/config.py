@@ -60,6 +60,11 @@ class WatcherSettings:
     peer_wait_s: float = setting(
         30.0, "how long the batch host waits for other nodes' spools to end", min=0, max=3600
     )
+    site_spool_dir: str = setting(
+        "",
+        "a shared directory where each finished job also leaves its spools for the site's "
+        "store (`turingwatch ingest`); empty: none",
+    )
 
 
 @dataclass(frozen=True)

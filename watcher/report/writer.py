@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,8 @@ def finish_report(
             warn(f"analysis of this job failed: {exc}")
             summary["findings"], summary["findings_note"] = None, None
 
+    if config.watcher.site_spool_dir:
+        hand_over_spools(output_dir, job, session_id, config.watcher.site_spool_dir)
     summary["intercepter"] = _intercept_summary(intercept_stats)
     summary["watcher"] = watcher_usage
     series = {k: summary.pop(k) for k in ("timeline", "gpu_timeline")}
@@ -133,6 +136,26 @@ def finish_report(
     if mail:
         _mail_card(config, job, summary, html, card)
     return card
+
+
+def hand_over_spools(output_dir: Path, job: JobContext, session_id: str, site_dir: str) -> None:
+    """Leave a copy of the job's spools where the site's `turingwatch ingest` picks them up.
+
+    Each file appears whole or not at all (written under a dot name, then renamed), so the
+    ingest never reads a half-copied spool.
+    """
+    from watcher.config import expand_path
+
+    target = expand_path(site_dir)
+    label = f"{job.cluster or 'local'}-{job.job_id if job.job_id is not None else session_id}"
+    try:
+        for path in _job_spools(output_dir, job, session_id):
+            final = target / f"{label}.{path.name}"
+            tmp = target / f".{final.name}.tmp"
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, final)
+    except OSError as exc:
+        warn(f"could not leave the spools in {target}: {exc}")
 
 
 def _intercept_summary(stats: dict[str, Any] | None) -> dict[str, Any] | None:
