@@ -54,6 +54,7 @@ def _findings(
     """The analysis engine's findings for this job, and a note on rules too short to apply."""
     from watcher.analysis.engine import analyze_session
     from watcher.analysis.rules import load_rules
+    from watcher.letters.formatting import by_name
 
     rules = load_rules(config).enabled
     titles = {rule.id: rule.title for rule in rules}
@@ -61,6 +62,11 @@ def _findings(
     for finding in analyze_session(store, config, sessions):
         row = finding.as_dict()
         row["title"] = titles.get(finding.rule, finding.rule)
+        row["summary"] = ", ".join(
+            f"{_label(key)} {by_name(key, value)}"
+            for key, value in finding.metrics.items()
+            if key != "job_key" and not isinstance(value, dict | list)
+        )
         out.append(row)
     waiting = sorted({r.min_runtime_s for r in rules if r.min_runtime_s > elapsed_s})
     note = (
@@ -70,6 +76,18 @@ def _findings(
         else None
     )
     return out, note
+
+
+_UNIT_SUFFIXES = ("_s", "_bytes", "_pct", "_w", "_wh", "_j", "_mhz", "_kwh")
+
+
+def _label(metric: str) -> str:
+    """'elapsed_s' -> 'elapsed': the formatted value already says its unit."""
+    for suffix in _UNIT_SUFFIXES:
+        if metric.endswith(suffix):
+            metric = metric[: -len(suffix)]
+            break
+    return metric.replace("_", " ")
 
 
 def finish_report(
