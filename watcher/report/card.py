@@ -101,7 +101,8 @@ def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> st
 
     intercept = s.get("intercepter")
     if intercept and intercept.get("text"):
-        lines.append(_line("Recycler", intercept["text"]))
+        for i, text in enumerate(intercept["text"].splitlines()):
+            lines.append(_line("Recycler" if i == 0 else "", text))
 
     findings = s.get("findings") or []
     if findings:
