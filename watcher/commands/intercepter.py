@@ -22,11 +22,12 @@ from watcher.intercept import ENV_STATS, InterceptError, collect_stats, format_s
 def intercepter(show_path: bool, stats_prefix: Path | None, as_json: bool) -> None:
     """The LD_PRELOAD library that recycles large allocations (run --recycle-malloc uses it).
 
-    To use it yourself:
+    To use it yourself, then see what it saved:
 
-        LD_PRELOAD=$(turingwatch intercepter --path) TURINGWATCH_INTERCEPT_STATS=/tmp/stats CMD
-
-    then ``turingwatch intercepter --stats /tmp/stats``.
+    \b
+        export TURINGWATCH_INTERCEPT_STATS=/tmp/stats
+        LD_PRELOAD=$(turingwatch intercepter --path) CMD
+        turingwatch intercepter --stats /tmp/stats
     """
     if stats_prefix is not None:
         totals = collect_stats(stats_prefix)
