@@ -290,3 +290,32 @@ def test_shell_pipeline_gives_identical_output(library, tmp_path):
     stats = intercept.collect_stats(tmp_path / "s")
     assert stats["processes"] >= 5  # every program of the pipeline wrote its own file
     assert "sort" in stats["commands"] and stats["large_allocs"] > 0
+
+
+CHURN_IN_PYTHON = """\
+import ctypes
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+for _ in range(50):
+    block = libc.malloc(32 << 20)
+    libc.memset(block, 1, 32 << 20)
+    libc.free(ctypes.c_void_p(block))
+"""
+
+
+@pytest.mark.native
+def test_run_recycle_malloc_reports_the_savings(library, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TURINGWATCH_INTERCEPT_LIBRARY": str(library)}
+    env.pop("SLURM_JOB_ID", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "watcher", "run", "--recycle-malloc", "-i", "0.5", "-o", "out", "--",
+         sys.executable, "-c", CHURN_IN_PYTHON],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Recycler" in done.stdout and "page faults avoided" in done.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    saved = summary["intercepter"]
+    assert saved["pool_hits"] >= 49 and saved["bytes_recycled"] >= 49 * (32 << 20)
+    assert saved["processes"] == 1  # the job's python, not the watcher

@@ -94,7 +94,7 @@ def run(config: Config, options: RunOptions) -> Outcome:
 
     intercept_dir: Path | None = None
     if options.recycle_malloc:
-        env, intercept_dir = _with_recycler(env, output_dir)
+        env, intercept_dir = _with_recycler(env, output_dir, job.mem_requested_bytes)
 
     # What our process had already reaped before (a shell that exec'd us keeps its history).
     usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -161,13 +161,20 @@ def _start_watch(
         return None
 
 
-def _with_recycler(env: dict[str, str], output_dir: Path) -> tuple[dict[str, str], Path | None]:
+def _with_recycler(
+    env: dict[str, str], output_dir: Path, mem_requested_bytes: int | None
+) -> tuple[dict[str, str], Path | None]:
     try:
         from watcher import intercept
 
         stats_dir = output_dir / "intercepter"
         stats_dir.mkdir(parents=True, exist_ok=True)
-        return intercept.preload_environment(env, stats_dir / "stats"), stats_dir
+        env = intercept.preload_environment(env, stats_dir / "stats")
+        # Pooled blocks stay resident and count against the job's memory limit: keep the pool
+        # to an eighth of what the job asked for, unless the user chose a size.
+        if mem_requested_bytes and "TURINGWATCH_INTERCEPT_POOL_BYTES" not in env:
+            env["TURINGWATCH_INTERCEPT_POOL_BYTES"] = str(max(1 << 20, mem_requested_bytes // 8))
+        return env, stats_dir
     except Exception as exc:  # run without the recycler rather than not at all
         warn(f"--recycle-malloc: {exc}; running without the recycler")
         return env, None
