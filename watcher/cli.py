@@ -7,7 +7,9 @@ Library code raises domain errors; they are turned into one-line messages here.
 
 from __future__ import annotations
 
+import getpass
 import importlib
+import os
 from typing import Any
 
 import click
@@ -59,6 +61,21 @@ class AppContext:
 
 
 pass_app = click.make_pass_decorator(AppContext)
+
+
+def whose_jobs(user: str | None, all_users: bool) -> str | None:
+    """The --user/--all-users choice: None for every user's jobs, else the one user.
+
+    Root (the admin) gets every user by default, anyone else their own jobs; Slurm's own
+    permissions still decide what sacct shows them.
+    """
+    if user and all_users:
+        raise click.UsageError("--user and --all-users exclude each other")
+    if all_users:
+        return None
+    if user:
+        return user
+    return None if os.geteuid() == 0 else getpass.getuser()
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

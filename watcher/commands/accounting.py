@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
-import os
 import re
 import sys
 from datetime import UTC, datetime, timedelta
 
 import click
 
-from watcher.cli import AppContext, pass_app
+from watcher.cli import AppContext, pass_app, whose_jobs
 from watcher.config import expand_path
 
 _AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([dhm])")
@@ -38,18 +36,6 @@ class When(click.ParamType):
         except ValueError:
             self.fail(f"{text!r} is not 'now', 7d/12h/30m, or an ISO date or time", param, ctx)
         return moment if moment.tzinfo else moment.astimezone()
-
-
-def _who(user: str | None, all_users: bool) -> str | None:
-    """None for every user's jobs, else the one user whose jobs are imported."""
-    if user and all_users:
-        raise click.UsageError("--user and --all-users exclude each other")
-    if all_users:
-        return None
-    if user:
-        return user
-    # root sees every job; anyone else imports their own unless they ask for more.
-    return None if os.geteuid() == 0 else getpass.getuser()
 
 
 @click.command("import-accounting")
@@ -100,7 +86,7 @@ def import_accounting(
     from watcher.store import Store, StoreError
 
     config = app.config
-    who = _who(user, all_users)
+    who = whose_jobs(user, all_users)
     if print_command:
         end = (until or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
         start = (since or end - timedelta(days=config.slurm.import_first_days)).astimezone(UTC)

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import sys
 import time
 from typing import Any
 
 import click
 
-from watcher.cli import AppContext, pass_app
+from watcher.cli import AppContext, pass_app, whose_jobs
 from watcher.config import expand_path
-
-
-def _who(user: str | None, all_users: bool) -> str | None:
-    """None for every user, else the one user analysed."""
-    if user and all_users:
-        raise click.UsageError("--user and --all-users exclude each other")
-    if all_users:
-        return None
-    if user:
-        return user
-    # root (the admin) sees every user; anyone else their own jobs unless they ask for more.
-    return None if os.geteuid() == 0 else getpass.getuser()
 
 
 @click.command("analyze")
@@ -65,7 +51,7 @@ def analyze(
     from watcher.store import Store, StoreError
 
     config = app.config
-    who = _who(user, all_users)
+    who = whose_jobs(user, all_users)
     write_bundle = _bundle_writer() if bundle else None
     try:
         period = parse_period(period_spec, config.analysis.period, config.analysis.timezone)
