@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,23 @@ def test_exit_status_of_the_command_is_the_jobs(slurm_cluster, turingwatch_comma
     assert _summary(job_dir, job)["exit_code"] == 3
     assert (job_dir / "out" / "report.html").is_file()
     assert (job_dir / "out" / "turingwatch.duckdb").is_file()
+
+
+def test_a_job_killed_at_its_time_limit_still_leaves_its_report(
+    slurm_cluster, turingwatch_command, job_dir
+):
+    watch = _watch(turingwatch_command, job_dir)
+    script = _script(job_dir, watch, "sleep 600")
+
+    job = slurm_cluster.run_job(script, "-J", "tw-timeout", "-t", "1", cwd=job_dir, timeout=400)
+
+    assert job.job["State"].startswith("TIMEOUT"), job.job
+    # Slurm records the end when the batch shell dies; the watcher writes on for a moment.
+    deadline = time.monotonic() + 30
+    while not (job_dir / "out" / "summary.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    summary = _summary(job_dir, job)
+    assert summary["exit_signal"] == 15  # SIGTERM, passed on to the command
+    assert summary["time_limit_s"] == 60 and summary["time_limit_share"] >= 0.99
+    output = (job_dir / f"slurm-{job.job_id}.out").read_text()
+    assert "turingwatch report card" in output and "of 00:01:00 limit" in output

@@ -8,6 +8,7 @@ status is ours. Every watcher failure is one line on stderr.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import resource
 import signal
@@ -113,7 +114,12 @@ def run(config: Config, options: RunOptions) -> Outcome:
     watch = _start_watch(config, options, job, output_dir)
     status = _reap_until(child.pid)
     outcome.ended = time.time()
-    _restore_signals(previous)
+    # The command is gone. A job killed at its time limit gets SIGTERM and, KillWait seconds
+    # later, SIGKILL: ignore the polite signals for the few seconds the report takes, so a
+    # timed-out job still leaves its report card.
+    for sig in previous:
+        if sig != signal.SIGCONT:
+            signal.signal(sig, signal.SIG_IGN)
     if os.WIFSIGNALED(status):
         outcome.exit_signal = os.WTERMSIG(status)
     else:
@@ -144,6 +150,11 @@ def _start_watch(
         gpu = None
         if options.gpu and config.watcher.gpu:
             gpu = GpuSampler(visible_devices_from_env(os.environ), log=warn)
+        time_limit = (
+            functools.partial(jobenv.slurm_time_limit, job.job_id, os.environ)
+            if job.job_id is not None
+            else None
+        )
         watch = Watch(
             output_dir=output_dir,
             job=job,
@@ -153,6 +164,7 @@ def _start_watch(
             gpu=gpu,
             command=" ".join(options.command),
             cores_available=cores,
+            time_limit_query=time_limit,
         )
         watch.start()
         return watch
@@ -196,11 +208,6 @@ def _forward_signals(pid: int) -> dict[int, Any]:
     return previous
 
 
-def _restore_signals(previous: dict[int, Any]) -> None:
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
-
-
 def _reap_until(pid: int) -> int:
     """Wait for the command, reaping any orphan re-parented to us meanwhile."""
     while True:
@@ -238,11 +245,8 @@ def _finish(
             intercept_stats = intercept.collect_stats(intercept_dir)
         except Exception as exc:
             warn(f"could not read the recycler's statistics: {exc}")
-    # Asked only now, so the job never waits for squeue.
-    time_limit = jobenv.slurm_time_limit(job.job_id, os.environ) if job.in_slurm else None
     watch.stop(
         {
-            "time_limit_s": time_limit,
             "exit_code": outcome.exit_code,
             "exit_signal": outcome.exit_signal,
             "elapsed_s": outcome.elapsed_s,

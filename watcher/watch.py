@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ class Watch:
         command: str | None = None,
         cores_available: int | None = None,
         meta: dict[str, Any] | None = None,
+        time_limit_query: Callable[[], int | None] | None = None,
     ) -> None:
         self.output_dir = output_dir
         self.job = job
@@ -82,6 +84,10 @@ class Watch:
         self.empty_rounds = 0             # consecutive samples that found none of the job
         self._reported: set[str] = set()
         self._thread: threading.Thread | None = None
+        # Asked once from the sampling thread (it may mean an squeue call): never on the
+        # job's path, and while the job still exists (after its end Slurm may not say).
+        self._time_limit_query = time_limit_query
+        self.time_limit_s: int | None = job.time_limit_s
         self.spool.write_session(
             {
                 "session_id": self.session_id,
@@ -124,6 +130,12 @@ class Watch:
         next_at = time.monotonic()
         while not self._stop.is_set():
             self.sample_once()
+            if self._time_limit_query is not None:
+                query, self._time_limit_query = self._time_limit_query, None
+                try:
+                    self.time_limit_s = query()
+                except Exception:  # the limit is a nicety; the samples are what matter
+                    pass
             next_at += self.interval_s
             now = time.monotonic()
             if next_at < now:  # we fell behind (suspended job, slow /proc): skip, don't burst
@@ -186,7 +198,7 @@ class Watch:
             if self.spool is None:
                 return
             try:
-                self.spool.write_end(time.time(), end)
+                self.spool.write_end(time.time(), {"time_limit_s": self.time_limit_s, **end})
             except OSError as exc:
                 warn(f"cannot finish {self.spool_path}: {exc}")
             finally:
