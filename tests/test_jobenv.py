@@ -33,3 +33,10 @@ def test_detect_inside_and_outside_slurm():
     )
     assert (inside.job_id, inside.step, inside.node, inside.user_name) == (77, "batch", "n7", "alice")
     assert inside.mem_requested_bytes == 1 << 30 and inside.time_limit_s == 3600
+
+
+def test_squeue_times():
+    times = jobenv.parse_squeue_times("1:00:00|2026-11-22T04:02:45\n")
+    assert times.time_limit_s == 3600
+    assert times.started_at == jobenv.datetime(2026, 11, 22, 4, 2, 45).astimezone().timestamp()
+    assert jobenv.parse_squeue_times("UNLIMITED|N/A") == jobenv.SlurmTimes(None, None)

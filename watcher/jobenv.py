@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from watcher.sampling.slurm_steps import job_step_from_env, slurm_cpus_on_node
 
@@ -68,22 +69,39 @@ def parse_time_limit(text: str) -> int | None:
     return (days or 0) * 86400 + (h or 0) * 3600 + (mnt or 0) * 60 + (s or 0)
 
 
-def slurm_time_limit(job_id: int, env: Mapping[str, str], squeue: str = "squeue") -> int | None:
-    """The job's time limit: from the environment where Slurm sets it, else one squeue call."""
+@dataclass(frozen=True)
+class SlurmTimes:
+    time_limit_s: int | None
+    started_at: float | None      # the job's start, seconds since the epoch
+
+
+def parse_squeue_times(line: str) -> SlurmTimes:
+    """``squeue -o '%l|%S'``: the limit ([D-]HH:MM:SS, UNLIMITED) and the local start time."""
+    limit, _, start = line.strip().partition("|")
+    try:
+        started = datetime.fromisoformat(start).astimezone().timestamp() if start else None
+    except ValueError:  # N/A, Unknown
+        started = None
+    return SlurmTimes(parse_time_limit(limit), started)
+
+
+def slurm_job_times(job_id: int, env: Mapping[str, str], squeue: str = "squeue") -> SlurmTimes:
+    """The job's time limit and start: from the environment where Slurm sets them (23.02+),
+    else one squeue call. Ask while the job runs: once it has ended, squeue may not know it."""
     start, end = _int(env.get("SLURM_JOB_START_TIME")), _int(env.get("SLURM_JOB_END_TIME"))
     if start and end and end > start:
-        return end - start
+        return SlurmTimes(end - start, float(start))
     try:
         out = subprocess.run(
-            [squeue, "-h", "-j", str(job_id), "-o", "%l"],
+            [squeue, "-h", "-j", str(job_id), "-o", "%l|%S"],
             capture_output=True,
             text=True,
             timeout=10,
             check=False,
         ).stdout
     except (OSError, subprocess.SubprocessError):
-        return None
-    return parse_time_limit(out.strip().splitlines()[0]) if out.strip() else None
+        return SlurmTimes(None, None)
+    return parse_squeue_times(out.splitlines()[0]) if out.strip() else SlurmTimes(None, None)
 
 
 def detect(env: Mapping[str, str] | None = None, *, query_slurm: bool = True) -> JobContext:
@@ -109,7 +127,7 @@ def detect(env: Mapping[str, str] | None = None, *, query_slurm: bool = True) ->
         nnodes=_int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES")),
         cpus_on_node=cpus,
         mem_requested_bytes=requested_memory(env, cpus),
-        time_limit_s=slurm_time_limit(job_id, env) if query_slurm else None,
+        time_limit_s=slurm_job_times(job_id, env).time_limit_s if query_slurm else None,
         submit_dir=env.get("SLURM_SUBMIT_DIR"),
     )
 

@@ -150,8 +150,8 @@ def _start_watch(
         gpu = None
         if options.gpu and config.watcher.gpu:
             gpu = GpuSampler(visible_devices_from_env(os.environ), log=warn)
-        time_limit = (
-            functools.partial(jobenv.slurm_time_limit, job.job_id, os.environ)
+        slurm_times = (
+            functools.partial(jobenv.slurm_job_times, job.job_id, os.environ)
             if job.job_id is not None
             else None
         )
@@ -164,7 +164,7 @@ def _start_watch(
             gpu=gpu,
             command=" ".join(options.command),
             cores_available=cores,
-            time_limit_query=time_limit,
+            slurm_times=slurm_times,
         )
         watch.start()
         return watch
@@ -258,6 +258,10 @@ def _finish(
             "watcher": watcher_usage,
         }
     )
+    if watch.job_started_at is not None:
+        # Inside Slurm the job began before the watcher did (the script's first lines, our
+        # own start): its elapsed time, and the cores it held, count from the job's start.
+        outcome.started = min(outcome.started, watch.job_started_at)
     card = finish_report(
         config,
         output_dir=output_dir,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher import __version__
-from watcher.jobenv import JobContext
+from watcher.jobenv import JobContext, SlurmTimes
 from watcher.sampling.sampler import GpuSource, ProcessSource, Sampler
 from watcher.spool import SpoolWriter
 
@@ -66,7 +66,7 @@ class Watch:
         command: str | None = None,
         cores_available: int | None = None,
         meta: dict[str, Any] | None = None,
-        time_limit_query: Callable[[], int | None] | None = None,
+        slurm_times: Callable[[], SlurmTimes] | None = None,
     ) -> None:
         self.output_dir = output_dir
         self.job = job
@@ -86,8 +86,9 @@ class Watch:
         self._thread: threading.Thread | None = None
         # Asked once from the sampling thread (it may mean an squeue call): never on the
         # job's path, and while the job still exists (after its end Slurm may not say).
-        self._time_limit_query = time_limit_query
+        self._slurm_times = slurm_times
         self.time_limit_s: int | None = job.time_limit_s
+        self.job_started_at: float | None = None
         self.spool.write_session(
             {
                 "session_id": self.session_id,
@@ -130,11 +131,12 @@ class Watch:
         next_at = time.monotonic()
         while not self._stop.is_set():
             self.sample_once()
-            if self._time_limit_query is not None:
-                query, self._time_limit_query = self._time_limit_query, None
+            if self._slurm_times is not None:
+                query, self._slurm_times = self._slurm_times, None
                 try:
-                    self.time_limit_s = query()
-                except Exception:  # the limit is a nicety; the samples are what matter
+                    times = query()
+                    self.time_limit_s, self.job_started_at = times.time_limit_s, times.started_at
+                except Exception:  # niceties; the samples are what matter
                     pass
             next_at += self.interval_s
             now = time.monotonic()
@@ -198,7 +200,8 @@ class Watch:
             if self.spool is None:
                 return
             try:
-                self.spool.write_end(time.time(), {"time_limit_s": self.time_limit_s, **end})
+                facts = {"time_limit_s": self.time_limit_s, "job_started_at": self.job_started_at}
+                self.spool.write_end(time.time(), {**facts, **end})
             except OSError as exc:
                 warn(f"cannot finish {self.spool_path}: {exc}")
             finally:

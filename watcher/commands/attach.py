@@ -94,7 +94,7 @@ def attach(
             source=source,
             gpu=gpu,
             cores_available=job.cpus_on_node or source.fallback_cpus,
-            time_limit_query=functools.partial(jobenv.slurm_time_limit, job_id, os.environ),
+            slurm_times=functools.partial(jobenv.slurm_job_times, job_id, os.environ),
         )
     except AlreadyWatched as exc:
         click.echo(f"turingwatch attach: {exc}; nothing to do", err=True)
