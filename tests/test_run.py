@@ -183,3 +183,21 @@ def test_run_mails_its_report_card(tmp_path):
     assert message["Subject"] == "[Turing] report card for your run"
     assert "turingwatch report card" in message.get_body(("plain",)).get_content()
     assert "<svg" in message.get_body(("html",)).get_content()
+
+
+def test_card_shows_each_finding_with_its_numbers_and_first_step():
+    from watcher.report.card import render_card
+
+    summary = {
+        "job_id": 7, "exit_code": 0, "exit_signal": None, "elapsed_s": 3600.0, "time_limit_s": None,
+        "cores_available": 8, "cpu_user_s": 3000.0, "cpu_system_s": 10.0, "cpu_efficiency": 0.1,
+        "cores_in_use": {"mean": 0.84, "distribution": []}, "peak_rss_bytes": 1 << 30,
+        "mem_requested_bytes": None, "nodes": [{"node": "n1"}], "gpus": [], "steps": [],
+        "top_processes": [], "intercepter": None,
+        "findings": [{"rule": "cpu_underuse", "severity": "serious", "title": "CPU underuse", "step": None,
+                      "summary": "cpu efficiency 10%",
+                      "solution": "Request as many cores as the program keeps busy. Or more text."}],
+    }
+    card = render_card(summary)
+    assert "[serious] CPU underuse" in card and "cpu efficiency 10%" in card
+    assert "→ Request as many cores as the program keeps busy." in card and "more text" not in card

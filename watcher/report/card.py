@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from watcher.report.units import human_bytes, human_duration, human_energy, percent
@@ -112,6 +113,10 @@ def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> st
             lines.append(_line("", f"[{f['severity']}] {f.get('title') or f['rule']}{where}"))
             if f.get("summary"):
                 lines.append(_line("", f"    {f['summary']}"))
+            if f.get("solution"):
+                first = f["solution"].split(". ")[0].rstrip(".") + "."
+                for i, part in enumerate(textwrap.wrap(first, 62)):
+                    lines.append(_line("", ("    → " if i == 0 else "      ") + part))
     elif s.get("findings") is not None:
         lines.append(_line("Findings", "none"))
     if s.get("findings_note"):

@@ -57,11 +57,13 @@ def _findings(
     from watcher.letters.formatting import by_name
 
     rules = load_rules(config).enabled
-    titles = {rule.id: rule.title for rule in rules}
+    by_id = {rule.id: rule for rule in rules}
     out = []
     for finding in analyze_session(store, config, sessions):
         row = finding.as_dict()
-        row["title"] = titles.get(finding.rule, finding.rule)
+        rule = by_id.get(finding.rule)
+        row["title"] = rule.title if rule else finding.rule
+        row["solution"] = " ".join(rule.solution.split()) if rule else None
         row["summary"] = ", ".join(
             f"{_label(key)} {by_name(key, value)}"
             for key, value in finding.metrics.items()
