@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from watcher.cli import AppContext, pass_app, whose_jobs
-from watcher.config import expand_path
 
 _AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([dhm])")
 _UNIT = {"d": "days", "h": "hours", "m": "minutes"}
@@ -109,11 +108,7 @@ def import_accounting(
             )
 
     try:
-        with Store(
-            expand_path(config.store.path),
-            memory_limit=config.store.memory_limit,
-            threads=config.store.threads,
-        ) as store:
+        with Store.site(config) as store:
             result = run_import(
                 store, config, since, until, user=who, source_file=source_file,
                 timezone=timezone, progress=progress,

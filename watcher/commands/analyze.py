@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from watcher.cli import AppContext, pass_app, whose_jobs
-from watcher.config import expand_path
 
 
 @click.command("analyze")
@@ -66,11 +65,7 @@ def analyze(
             click.echo(f"[{time.monotonic() - started:6.1f} s] {step}", err=True)
 
     try:
-        with Store(
-            expand_path(config.store.path),
-            memory_limit=config.store.memory_limit,
-            threads=config.store.threads,
-        ) as store:
+        with Store.site(config) as store:
             reports = analyze_period(store, config, period, user=who, progress=progress)
     except (AnalysisError, RuleError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -39,8 +39,7 @@ def ingest(app: AppContext, paths: tuple[Path, ...], keep: bool) -> None:
             files.append(path)
 
     failed = 0
-    with Store(expand_path(config.store.path), memory_limit=config.store.memory_limit,
-               threads=config.store.threads) as store:
+    with Store.site(config) as store:
         for path in files:
             try:
                 loaded = load_spool(store, path)

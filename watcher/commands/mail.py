@@ -34,8 +34,7 @@ def _bundle(
         from watcher.store import Store
 
         say(f"{'re-analyzing' if reanalyze else 'no bundle yet: analyzing'} period {period.id}")
-        with Store(expand_path(config.store.path), memory_limit=config.store.memory_limit,
-                   threads=config.store.threads) as store:
+        with Store.site(config) as store:
             reports = analyze_period(store, config, period)
         write_bundle(config, period, reports, progress=None)
         say(f"wrote {path} ({len(reports)} users)")

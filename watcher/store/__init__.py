@@ -13,9 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
+
+if TYPE_CHECKING:
+    from watcher.config import Config
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -81,6 +84,18 @@ class Store:
             self.migrate()
         else:
             self._check_version()
+
+    @classmethod
+    def site(cls, config: Config, *, read_only: bool = False) -> Store:
+        """The site's store as configured (``[store]``: path, memory limit, threads)."""
+        from watcher.config import expand_path
+
+        return cls(
+            expand_path(config.store.path),
+            read_only=read_only,
+            memory_limit=config.store.memory_limit,
+            threads=config.store.threads,
+        )
 
     # -- schema ---------------------------------------------------------------------------
     def schema_version(self) -> int:
