@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README; .ci/run calls it): on a fresh Debian 12 machine, as root.
-# Installs everything, starts the local Slurm cluster, runs every test (Slurm ones included:
+# Installs everything, starts a fresh local Slurm cluster, runs every test (Slurm ones included:
 # TURINGWATCH_TEST_REQUIRE_SLURM=1 makes an unreachable cluster a failure, not a skip), the
 # C tests and ruff, stops the cluster. Exits non-zero when anything failed.
 # Arguments, if any, go to pytest (`scripts/test.sh -m slurm`).
@@ -41,6 +41,9 @@ section "Python venv"
 
 section "Slurm cluster"
 trap 'section "stopping the Slurm cluster"; scripts/slurm-cluster.sh stop || true' EXIT
+# From a clean state: job ids, accounting records and node state left by an earlier run (or
+# a cluster still running from one) must not leak into tests that count jobs. ~10 s more.
+scripts/slurm-cluster.sh stop --purge
 scripts/slurm-cluster.sh start
 # Jobs of the non-root test user run .venv/bin/python on this tree: let them reach it (a clone
 # under /root is not). This machine is thrown away after the run.

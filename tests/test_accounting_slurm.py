@@ -147,6 +147,19 @@ def test_a_plain_user_imports_their_own_jobs(slurm_env, turingwatch_command):
         users = {r[0] for r in store.execute("SELECT DISTINCT user_name FROM jobs").fetchall()}
         assert users == {cluster.user}, f"import said:\n{run.stdout}{run.stderr}"
         ids = {r[0] for r in store.execute("SELECT job_id FROM jobs").fetchall()}
-        assert mine.job_id in ids and root.job_id not in ids
+        assert mine.job_id in ids and root.job_id not in ids, (
+            f"import said:\n{run.stdout}{run.stderr}\n"
+            f"{cluster.user}'s own sacct for the last 8 days:\n{_sacct_as_user(cluster)}"
+        )
         (as_user,) = store.execute("SELECT DISTINCT as_user FROM accounting_imports").fetchone()
         assert as_user == cluster.user
+
+
+def _sacct_as_user(cluster: SlurmCluster) -> str:
+    """What sacct itself tells the test user about their recent jobs (for failure messages)."""
+    done = subprocess.run(
+        [*cluster.as_user_prefix(), "sacct", "-X", "--parsable2", "--starttime=now-8days",
+         "--endtime=now", "--format=JobID,User,State,Submit,End"],
+        env={**cluster.user_env(), "TZ": "UTC"}, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    return done.stdout + done.stderr
