@@ -15,10 +15,10 @@ from watcher.letters import LetterError, render_letter
 from watcher.letters.charts import cores_chart, gpu_chart
 from watcher.letters.digest import pick_advice
 from watcher.letters.formatting import by_name, duration, number, percent, size
-from watcher.letters.markup import light_markdown, plain
 from watcher.letters.render import text_table
 from watcher.letters.sample import sample_report
 from watcher.letters.view import build_view, letter_columns, period_label
+from watcher.markup import light_markdown, plain
 
 SITE_ENV = {
     "TURINGWATCH_SITE_NAME": "Turing cluster",

@@ -14,6 +14,7 @@ from pathlib import Path
 import jinja2
 
 import watcher
+from watcher.markup import light_markdown
 
 
 def templates_dir() -> Path:
@@ -33,4 +34,5 @@ def environment(extra_dirs: Sequence[str] = ()) -> jinja2.Environment:
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
+    env.filters["md"] = light_markdown   # rule texts carry `code` and **bold**
     return env

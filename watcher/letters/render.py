@@ -15,8 +15,8 @@ from watcher.analysis.model import RuleInfo, UserReport
 from watcher.config import Config, expand_path
 from watcher.letters.charts import letter_charts
 from watcher.letters.formatting import plural
-from watcher.letters.markup import light_markdown, plain
 from watcher.letters.view import LetterError, LetterView, TableView, build_view
+from watcher.markup import light_markdown, plain
 
 HTML_TEMPLATE, TEXT_TEMPLATE = "letter.html.j2", "letter.txt.j2"
 _TEXT_CELL_MAX = 38

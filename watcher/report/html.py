@@ -36,13 +36,14 @@ def charts(summary: dict[str, Any]) -> list[str]:
             )
         )
         requested = summary.get("mem_requested_bytes")
-        gib = 1024**3
+        top = max([requested or 0, *(r["rss_bytes"] or 0 for r in timeline)])
+        unit, scale = ("GiB", 1024**3) if top >= 1024**3 else ("MiB", 1024**2)
         out.append(
             line_chart(
-                list(_by_node(timeline, "rss_bytes", gib).items()),
+                list(_by_node(timeline, "rss_bytes", scale).items()),
                 title="Resident memory",
-                y_label="GiB",
-                reference=("requested", requested / gib) if requested else None,
+                y_label=unit,
+                reference=("requested", requested / scale) if requested else None,
             )
         )
     gpu_rows = summary.get("gpu_timeline", [])
