@@ -16,7 +16,7 @@ def _bar(share: float) -> str:
 
 
 def _line(label: str, text: str) -> str:
-    return f"  {label:<13}{text}"
+    return f"  {label:<13}{text}".rstrip()
 
 
 def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> str:
