@@ -6,7 +6,9 @@
 Part 1, per process-sample: the sampler's round (find the tree in one pass over /proc, parse
 stat and io, sum per step, encode the spool line) against a baseline measured in the same
 run that only reads the same files with os.open/os.read (every /proc/*/stat once, and io of
-the job's processes). Goal: ≤ 1.5× the floor.
+the job's processes). Goal: ≤ 1.5× the floor. A second floor reads the same files the way
+the sampler does, by pread on descriptors held open (procfs.ProcFiles): the ratio to it is
+what parsing, summing and spooling cost on top of the reads themselves.
 
 Part 2, the watcher while a 64-process job runs: `turingwatch run --interval 1` over 64
 processes; its own CPU share (its utime+stime, not its children's) and its resident memory
@@ -56,6 +58,37 @@ def raw_floor(job_pids: list[int]) -> None:
         _read(f"/proc/{pid}/io")
 
 
+class HeldFloor:
+    """The same reads through descriptors held open and re-read with pread: the floor of the
+    way the sampler reads (procfs.ProcFiles), with nothing else."""
+
+    def __init__(self, job_pids: list[int]) -> None:
+        self.fds = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                self._hold(f"/proc/{name}/stat")
+        for pid in job_pids:
+            self._hold(f"/proc/{pid}/io")
+
+    def _hold(self, path: str) -> None:
+        try:
+            self.fds.append(os.open(path, os.O_RDONLY))
+        except OSError:
+            pass
+
+    def __call__(self) -> None:
+        os.listdir("/proc")   # the sampler lists /proc every round to find new processes
+        for fd in self.fds:
+            try:
+                os.pread(fd, 4096, 0)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+
+
 def best_of(fn, rounds: int) -> float:
     times = []
     for _ in range(rounds):
@@ -66,7 +99,9 @@ def best_of(fn, rounds: int) -> float:
     return statistics.median(times)
 
 
-def per_process_cost(n: int, rounds: int, spool_dir: Path, skip_idle_io: bool) -> tuple[float, float]:
+def per_process_cost(
+    n: int, rounds: int, spool_dir: Path, skip_idle_io: bool
+) -> tuple[float, float, float]:
     sleepers = spawn_sleepers(n)
     try:
         time.sleep(0.2)
@@ -78,11 +113,17 @@ def per_process_cost(n: int, rounds: int, spool_dir: Path, skip_idle_io: bool) -
         def round_() -> None:
             writer.write_sample(sampler.sample())
 
-        round_()  # warm caches, first-sighting cmdlines
-        sampler_s = best_of(round_, rounds)
-        floor_s = best_of(lambda: raw_floor(pids), rounds)
+        round_()  # warm caches, first-sighting cmdlines, descriptors opened
+        held = HeldFloor(pids)
+        # Interleaved, so a neighbour's burst falls on all three alike.
+        sampler_s = floor_s = held_s = 0.0
+        for _ in range(3):
+            sampler_s += best_of(round_, rounds)
+            floor_s += best_of(lambda: raw_floor(pids), rounds)
+            held_s += best_of(held, rounds)
+        held.close()
         writer.close()
-        return sampler_s / n, floor_s / n
+        return sampler_s / 3 / n, floor_s / 3 / n, held_s / 3 / n
     finally:
         for p in sleepers:
             p.kill()
@@ -132,13 +173,17 @@ def main() -> None:
     # "full": every process read as if busy (stat + io); "idle": as the sampler runs, where a
     # process whose CPU time did not move keeps its last io reading. The floor is the same
     # in both: every /proc/*/stat and the job's io files, read and not parsed.
-    print(f"{'processes':>10} {'mode':>5} {'sampler µs/proc':>16} {'raw read µs/proc':>17} {'ratio':>7}")
+    # Two floors: the plain open/read/close of each file (the goal's baseline), and pread on
+    # descriptors held open, the way the sampler itself reads (its cost with nothing else).
+    print(f"{'processes':>10} {'mode':>5} {'sampler µs/proc':>16} {'raw read µs/proc':>17} "
+          f"{'ratio':>7} {'held-fd floor':>14} {'ratio':>7}")
     with tempfile.TemporaryDirectory() as spool_dir:
         for n in (10, 100, 1000):
             for mode, skip in (("full", False), ("idle", True)):
-                sampler_s, floor_s = per_process_cost(n, rounds, Path(spool_dir), skip)
+                sampler_s, floor_s, held_s = per_process_cost(n, rounds, Path(spool_dir), skip)
                 print(f"{n:>10} {mode:>5} {sampler_s * 1e6:>16.1f} {floor_s * 1e6:>17.1f} "
-                      f"{sampler_s / floor_s:>6.2f}×")
+                      f"{sampler_s / floor_s:>6.2f}× {held_s * 1e6:>14.1f} "
+                      f"{sampler_s / held_s:>6.2f}×")
     duration = 10 if args.quick else 30
     share, rss, sampled = watcher_cost(64, duration)
     print(f"watcher over {sampled} processes at 1 s for {duration} s: "

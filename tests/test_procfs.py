@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -70,3 +71,59 @@ def test_fake_proc_root(tmp_path):
     (tmp_path / "self").mkdir()
     assert procfs.list_pids(str(tmp_path)) == [42]
     assert procfs.read_stat(42, str(tmp_path)).comm == "sleep"
+
+
+def _state(raw: bytes | None) -> str | None:
+    return None if raw is None else chr(raw[raw.rfind(b")") + 2])
+
+
+def test_held_descriptors_follow_their_process_until_it_is_gone():
+    files = procfs.ProcFiles()
+    assert files.budget > 0   # the real procfs
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert _state(files.read(child.pid, "stat")) in ("R", "S", "D")
+        assert files.read(child.pid, "io") is not None
+        assert files.held == 2
+        os.kill(child.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while _state(files.read(child.pid, "stat")) != "T":   # re-read, not a stale copy
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert files.held == 2
+    finally:
+        child.kill()
+        child.wait()
+    # Reaped: the held descriptor fails, is dropped, and a fresh open finds nobody.
+    assert files.read(child.pid, "stat") is None
+    assert files.read(child.pid, "io") is None
+    assert files.held == 0
+
+
+def test_held_descriptors_are_let_go_and_capped():
+    children = [subprocess.Popen(["sleep", "30"]) for _ in range(3)]
+    try:
+        files = procfs.ProcFiles(budget=2)
+        stats = {c.pid: files.read(c.pid, "stat") for c in children}
+        assert all(stats.values()) and files.held == 2   # the third was read, not held
+        files.keep({children[0].pid})
+        assert files.held == 1
+        scanned = files.scan_stats()
+        assert {c.pid for c in children} <= scanned.keys()
+        assert files.held == 2 and os.getpid() in scanned
+    finally:
+        for c in children:
+            c.kill()
+            c.wait()
+    files.close()
+    assert files.held == 0
+
+
+def test_a_recorded_tree_is_never_read_through_held_descriptors(tmp_path):
+    (tmp_path / "42").mkdir()
+    stat = tmp_path / "42" / "stat"
+    stat.write_bytes((FIXTURES / "stat-sleep.txt").read_bytes())
+    files = procfs.ProcFiles(str(tmp_path))
+    assert files.budget == 0 and files.read(42, "stat") is not None
+    stat.unlink()   # a file on disk stays readable through an open descriptor: none is held
+    assert files.read(42, "stat") is None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ FIELDS = {
     "procs": field_names(ProcessSample),
     "gpus": field_names(GpuReading),
 }
-_row = {name: attrgetter(*cols) for name, cols in FIELDS.items()}
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -61,9 +59,10 @@ class SpoolWriter:
                 "k": "sample",
                 "seq": record.seq,
                 "ts": record.ts,
-                "steps": [_row["steps"](s) for s in record.steps],
-                "procs": [_row["procs"](p) for p in record.processes],
-                "gpus": [_row["gpus"](g) for g in record.gpus],
+                # Named tuples: JSON arrays in field order as they are.
+                "steps": record.steps,
+                "procs": record.processes,
+                "gpus": record.gpus,
                 "cmd": record.cmdlines,
             }
         )

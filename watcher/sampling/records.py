@@ -2,16 +2,16 @@
 
 These mirror the store's ``process_samples``, ``step_samples`` and ``gpu_samples`` columns
 (watcher/store/migrations/0001_samples.sql); the spool writes them as JSON arrays in
-field order, so the order of fields here is part of the spool format.
+field order, so the order of fields here is part of the spool format. They are named
+tuples: the cheapest record Python builds, and already the array the spool line holds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 
-@dataclass(slots=True)
-class ProcessSample:
+class ProcessSample(NamedTuple):
     step: str
     pid: int
     ppid: int
@@ -29,8 +29,7 @@ class ProcessSample:
     nthreads: int
 
 
-@dataclass(slots=True)
-class StepSample:
+class StepSample(NamedTuple):
     step: str
     nprocs: int
     nthreads: int
@@ -50,8 +49,7 @@ class StepSample:
     cpus_source: str | None
 
 
-@dataclass(slots=True)
-class GpuReading:
+class GpuReading(NamedTuple):
     """One GPU the job may use, read once. Every metric is None when NVML would not say."""
 
     gpu_index: int
@@ -70,5 +68,5 @@ class GpuReading:
     other_pids: int | None         # processes on it that are not the job's
 
 
-def field_names(cls: type) -> list[str]:
-    return [f.name for f in fields(cls)]
+def field_names(cls: type[tuple]) -> list[str]:
+    return list(cls._fields)  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ WATCHER_COMM = "turingwatch"
 # Cumulative counters per process, in this order.
 _USER, _SYS, _MINFLT, _MAJFLT, _RCHAR, _WCHAR, _READ, _WRITE = range(8)
 _NCOUNTERS = 8
+_NO_IO = (0, 0, 0, 0)
 
 
 @dataclass(slots=True)
@@ -82,8 +83,11 @@ class Sampler:
     _seen: dict[tuple[int, int], _Seen] = field(default_factory=dict)
     _departed: dict[str, list[int]] = field(default_factory=dict)
     _last_totals: dict[str, list[int]] = field(default_factory=dict)
+    files: procfs.ProcFiles | None = None   # default: held descriptors under proc_root
 
     def __post_init__(self) -> None:
+        if self.files is None:
+            self.files = procfs.ProcFiles(self.proc_root)
         if self.own_pid is not None:
             st = procfs.read_stat(self.own_pid, self.proc_root)
             if st is not None:
@@ -100,12 +104,16 @@ class Sampler:
         live_pids: set[int] = set()
         job_pids: list[int] = []
         proc_root = self.proc_root
-        read_stat, parse_stat, read_io = procfs.read_stat, procfs.parse_stat, procfs.read_io
+        files = self.files
+        assert files is not None
+        read, stat_fields, parse_io = files.read, procfs.stat_fields, procfs.parse_io
         page, tick = procfs.PAGE_SIZE, _TICK
         skip_idle_io = self.skip_idle_io
+        own_pid = self.own_pid
 
         for step, members in steps.items():
-            # This loop is the hot path: plain locals, no per-process helper calls.
+            # This loop is the hot path: plain locals and tuples, no per-process helper calls
+            # beyond reading and splitting the two files.
             user = system = minflt = majflt = rchar = wchar = rbytes = wbytes = 0
             nprocs = nthreads = rss = 0
             largest_rss, largest_pid, largest_comm = 0, None, None
@@ -113,87 +121,72 @@ class Sampler:
             present = False
             cached = members.stats or {}
             for pid in members.pids:
-                raw = cached.get(pid)
-                st = parse_stat(pid, raw) if raw else read_stat(pid, proc_root)
-                if st is None:
+                raw = cached.get(pid) or read(pid, "stat")
+                fields = stat_fields(raw) if raw else None
+                if fields is None:
                     continue  # exited between listing and reading
-                key = (pid, st.start_ticks)
+                (comm, ppid, p_minflt, p_cminflt, p_majflt, p_cmajflt, utime, stime, cutime,
+                 cstime, p_threads, start_ticks, rss_pages) = fields  # fmt: skip
+                key = (pid, start_ticks)
                 live_pids.add(pid)
                 present = True
-                if pid in children_only or st.comm == WATCHER_COMM:
-                    counters = (st.cutime, st.cstime, st.cminflt, st.cmajflt, 0, 0, 0, 0)
-                    if pid == self.own_pid:
+                if pid in children_only or comm == WATCHER_COMM:
+                    if pid == own_pid:
                         base = self._own_baseline
-                        counters = (counters[0] - base[0], counters[1] - base[1],
-                                    counters[2] - base[2], counters[3] - base[3], 0, 0, 0, 0)
-                    seen_now[key] = (step, st.ppid, counters, st.comm, -1, None)
-                    user += counters[0]
-                    system += counters[1]
-                    minflt += counters[2]
-                    majflt += counters[3]
+                        cutime, cstime = cutime - base[0], cstime - base[1]
+                        p_cminflt, p_cmajflt = p_cminflt - base[2], p_cmajflt - base[3]
+                    counters = (cutime, cstime, p_cminflt, p_cmajflt, 0, 0, 0, 0)
+                    seen_now[key] = (step, ppid, counters, comm, -1, None)
+                    user += cutime
+                    system += cstime
+                    minflt += p_cminflt
+                    majflt += p_cmajflt
                     continue
                 last = previous.get(key)
-                cpu_ticks = st.utime + st.stime
+                cpu_ticks = utime + stime
                 if skip_idle_io and last is not None and last[4] == cpu_ticks:
                     # Idle since the last round: no syscall ran, so its I/O counters (which
                     # only syscalls and faults move, and those cost CPU time) are as they were.
                     io = last[5]
                 else:
-                    io = read_io(pid, proc_root)
+                    raw_io = read(pid, "io")
+                    io = parse_io(raw_io) if raw_io else None  # None: another user's process
                 if io is not None:
-                    io_rchar, io_wchar, io_read, io_write = io.rchar, io.wchar, io.read_bytes, io.write_bytes
+                    io_rchar, io_wchar, io_read, io_write = io
+                    rchar += io_rchar
+                    wchar += io_wchar
+                    rbytes += io_read
+                    wbytes += io_write
                 else:
-                    io_rchar = io_wchar = io_read = io_write = 0
-                counters = (
-                    st.utime + st.cutime,
-                    st.stime + st.cstime,
-                    st.minflt + st.cminflt,
-                    st.majflt + st.cmajflt,
-                    io_rchar,
-                    io_wchar,
-                    io_read,
-                    io_write,
-                )
-                seen_now[key] = (step, st.ppid, counters, st.comm, cpu_ticks, io)
-                user += counters[0]
-                system += counters[1]
-                minflt += counters[2]
-                majflt += counters[3]
-                rchar += io_rchar
-                wchar += io_wchar
-                rbytes += io_read
-                wbytes += io_write
-                rss_bytes = st.rss_pages * page
+                    io_rchar = io_wchar = io_read = io_write = None
+                total_user, total_system = utime + cutime, stime + cstime
+                total_minflt, total_majflt = p_minflt + p_cminflt, p_majflt + p_cmajflt
+                seen_now[key] = (
+                    step, ppid, (total_user, total_system, total_minflt, total_majflt, *(io or _NO_IO)),
+                    comm, cpu_ticks, io,
+                )  # fmt: skip
+                user += total_user
+                system += total_system
+                minflt += total_minflt
+                majflt += total_majflt
+                rss_bytes = rss_pages * page
                 nprocs += 1
-                nthreads += st.nthreads
+                nthreads += p_threads
                 rss += rss_bytes
                 job_pids.append(pid)
                 if rss_bytes > largest_rss or largest_pid is None:
-                    largest_rss, largest_pid, largest_comm = rss_bytes, pid, st.comm
+                    largest_rss, largest_pid, largest_comm = rss_bytes, pid, comm
                 processes.append(
                     ProcessSample(
-                        step,
-                        pid,
-                        st.ppid,
-                        st.start_ticks,
-                        st.comm,
-                        st.utime * tick,
-                        st.stime * tick,
-                        rss_bytes,
-                        io_read if io is not None else None,
-                        io_write if io is not None else None,
-                        io_rchar if io is not None else None,
-                        io_wchar if io is not None else None,
-                        st.minflt,
-                        st.majflt,
-                        st.nthreads,
+                        step, pid, ppid, start_ticks, comm, utime * tick, stime * tick, rss_bytes,
+                        io_read, io_write, io_rchar, io_wchar, p_minflt, p_majflt, p_threads,
                     )
-                )
+                )  # fmt: skip
                 # A new process, or one that exec'd another program since the last round.
-                if self.read_cmdlines and (last is None or last[3] != st.comm):
+                if self.read_cmdlines and (last is None or last[3] != comm):
                     cmdline = procfs.read_cmdline(pid, proc_root)
                     if cmdline:
-                        cmdlines.append((pid, st.start_ticks, cmdline))
+                        cmdlines.append((pid, start_ticks, cmdline))
 
             if not present:
                 continue  # the step has ended on this node
@@ -225,6 +218,7 @@ class Sampler:
             )
 
         self._account_vanished(seen_now, live_pids)
+        files.keep(live_pids)
         gpus = _safe_gpu_sample(self.gpu, job_pids)
         record = SampleRecord(self.seq, ts, step_samples, processes, gpus, cmdlines)
         self.seq += 1

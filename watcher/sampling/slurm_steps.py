@@ -37,6 +37,7 @@ from watcher.sampling.cgroups import (
     read_proc_cgroup,
     slurm_step_from_cgroup,
 )
+from watcher.sampling.procfs import ProcFiles, stat_fields
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ class StepMap:
     # so their children's CPU time is the step's. A step may be here with no pids left (its
     # tasks ended, its stepd lingers). Unknown with the scontrol strategy.
     stepds: dict[str, list[int]] = field(default_factory=dict)
+    # pid -> raw /proc/<pid>/stat, when the process table was read this round (the sampler
+    # parses these bytes rather than reading the files again).
+    stats: dict[int, bytes] = field(default_factory=dict)
 
     @property
     def method(self) -> str | None:
@@ -115,33 +119,13 @@ def _read_bytes(path: str) -> bytes | None:
         return None
 
 
-def _parse_stat(data: bytes) -> ProcEntry | None:
-    # "pid (comm) state ppid ..."; comm may itself hold spaces and parentheses.
-    head, paren, rest = data.rpartition(b")")
-    if not paren:
-        return None
-    fields = rest.split()
-    try:
-        return ProcEntry(ppid=int(fields[1]), comm=head.partition(b"(")[2].decode(errors="replace"),
-                     start=int(fields[19]))
-    except (IndexError, ValueError):
-        return None
-
-
-def read_process_table(proc_root: str = PROC_ROOT) -> dict[int, ProcEntry]:
-    """pid -> (ppid, comm, start) for every process; processes that vanish are skipped."""
+def process_table(stats: Mapping[int, bytes]) -> dict[int, ProcEntry]:
+    """pid -> (ppid, comm, start) from raw ``/proc/<pid>/stat`` contents; unreadable ones skipped."""
     table: dict[int, ProcEntry] = {}
-    try:
-        names = os.listdir(proc_root)
-    except OSError:
-        return table
-    for name in names:
-        if not name.isdigit():
-            continue
-        data = _read_bytes(f"{proc_root}/{name}/stat")
-        proc = _parse_stat(data) if data else None
-        if proc is not None:
-            table[int(name)] = proc
+    for pid, raw in stats.items():
+        fields = stat_fields(raw)
+        if fields is not None:
+            table[pid] = ProcEntry(ppid=fields[1], comm=fields[0], start=fields[11])
     return table
 
 
@@ -246,6 +230,7 @@ class JobProcessFinder:
         self._titles: dict[tuple[int, int], tuple[int, str] | None] = {}
         self._environ_steps: dict[tuple[int, int], str | None] = {}
         self._scontrol_works = True
+        self._files = ProcFiles(proc_root)   # every process's stat, held open between rounds
 
     def find(self) -> StepMap:
         """The job's processes on this node right now (empty when it has none here)."""
@@ -274,7 +259,8 @@ class JobProcessFinder:
 
     # -- stepd-tree and environ -------------------------------------------------------------
     def _find_in_process_table(self, steps: StepMap) -> None:
-        table = read_process_table(self.proc_root)
+        steps.stats = self._files.scan_stats()
+        table = process_table(steps.stats)
         titles = {pid: self._stepd_title(pid, proc) for pid, proc in table.items()
                   if proc.comm == STEPD_COMM}
         children: dict[int, list[int]] = {}

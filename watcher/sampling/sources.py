@@ -29,10 +29,11 @@ class TreeSource:
         self.root = os.getpid() if root is None else root
         self.proc_root = proc_root
         self.cpus = affinity_cpus()
+        self.files = procfs.ProcFiles(proc_root)
 
     def steps(self) -> Mapping[str, StepProcesses]:
         # One pass over /proc finds the tree; the sampler parses the same bytes, not re-reads.
-        stats = procfs.scan_stats(self.proc_root)
+        stats = self.files.scan_stats()
         pids = [self.root, *procfs.descendants(self.root, stats=stats)]
         return {
             LOCAL_STEP: StepProcesses(
@@ -87,5 +88,7 @@ class SlurmSource:
             daemons = stepds.get(step, [])
             children_only = {self.self_pid, *daemons}
             cpus, source = step_cpus(found, step, self.job_env)
-            result[step] = StepProcesses([*pids, *daemons], children_only, cpus, source)
+            result[step] = StepProcesses(
+                [*pids, *daemons], children_only, cpus, source, stats=found.stats or None
+            )
         return result
