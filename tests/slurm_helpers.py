@@ -23,7 +23,8 @@ FINAL_STATES = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NO
                 "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT")
 # Fields the tests read; none holds free text, so one row is one line and '|' splits it.
 SACCT_FIELDS = ("JobID", "JobIDRaw", "User", "State", "ExitCode", "Elapsed", "NCPUS", "ReqMem",
-                "TotalCPU", "UserCPU", "SystemCPU", "MaxRSS", "AveRSS", "End")
+                "TotalCPU", "UserCPU", "SystemCPU", "MaxRSS", "AveRSS", "Start", "Eligible", "End")
+_UNSET = ("", "Unknown", "None")
 
 
 class ClusterUnavailable(RuntimeError):
@@ -109,7 +110,7 @@ class SlurmCluster:
             rows = self.sacct(job_id)
             job = rows.get(str(job_id))
             # The job row ends first; steps follow within a second or two.
-            if job and _final(job) and all(_final(row) for row in rows.values()):
+            if job and is_final(job) and all(is_final(row) for row in rows.values()):
                 return rows
             time.sleep(0.5)
         subprocess.run(["scancel", str(job_id)], env=self.env, check=False)
@@ -136,8 +137,12 @@ class SlurmCluster:
         return {row["JobID"]: row for row in rows}
 
 
-def _final(row: dict[str, str]) -> bool:
-    return row["State"].split()[0] in FINAL_STATES and row["End"] not in ("", "Unknown")
+def is_final(row: dict[str, str]) -> bool:
+    """Ended, and stored whole: slurmdbd gets the eligible time of a job that started at once
+    seconds after its end, and until then sacct's time windows (the importer's) leave it out."""
+    if row["State"].split()[0] not in FINAL_STATES or row["End"] in _UNSET:
+        return False
+    return row["Start"] in _UNSET or row["Eligible"] not in _UNSET
 
 
 def connect(repo_root: Path) -> SlurmCluster:

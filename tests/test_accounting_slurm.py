@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_helpers import SlurmCluster, parse_duration
+from tests.slurm_helpers import SlurmCluster, is_final, parse_duration
 from watcher.accounting.importer import import_accounting
 from watcher.config import load_config
 from watcher.store import Store
@@ -39,7 +39,7 @@ def _wait_array(cluster: SlurmCluster, job_id: int, tasks: int, timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rows = cluster.sacct(job_id)
-        finals = [r for r in rows.values() if r["End"] not in ("", "Unknown")]
+        finals = [r for r in rows.values() if is_final(r)]
         if len([r for r in rows if "." not in r]) == tasks and len(finals) == len(rows):
             return
         time.sleep(0.5)
@@ -145,12 +145,14 @@ def test_a_plain_user_imports_their_own_jobs(slurm_env, turingwatch_command):
 
     with Store(store_path, read_only=True) as store:
         users = {r[0] for r in store.execute("SELECT DISTINCT user_name FROM jobs").fetchall()}
-        assert users == {cluster.user}, f"import said:\n{run.stdout}{run.stderr}"
         ids = {r[0] for r in store.execute("SELECT job_id FROM jobs").fetchall()}
-        assert mine.job_id in ids and root.job_id not in ids, (
-            f"import said:\n{run.stdout}{run.stderr}\n"
-            f"{cluster.user}'s own sacct for the last 8 days:\n{_sacct_as_user(cluster)}"
-        )
+
+        def said() -> str:  # asked only when an assertion fails
+            return (f"import said:\n{run.stdout}{run.stderr}\n"
+                    f"{cluster.user}'s own sacct for the last 8 days:\n{_sacct_as_user(cluster)}")
+
+        assert users == {cluster.user}, said()
+        assert mine.job_id in ids and root.job_id not in ids, said()
         (as_user,) = store.execute("SELECT DISTINCT as_user FROM accounting_imports").fetchone()
         assert as_user == cluster.user
 
@@ -159,7 +161,7 @@ def _sacct_as_user(cluster: SlurmCluster) -> str:
     """What sacct itself tells the test user about their recent jobs (for failure messages)."""
     done = subprocess.run(
         [*cluster.as_user_prefix(), "sacct", "-X", "--parsable2", "--starttime=now-8days",
-         "--endtime=now", "--format=JobID,User,State,Submit,End"],
+         "--endtime=now", "--format=JobID,User,State,Submit,Eligible,Start,End"],
         env={**cluster.user_env(), "TZ": "UTC"}, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     return done.stdout + done.stderr
