@@ -3,7 +3,7 @@
 These mirror the store's ``process_samples``, ``step_samples`` and ``gpu_samples`` columns
 (watcher/store/migrations/0001_samples.sql); the spool writes them as JSON arrays in
 field order, so the order of fields here is part of the spool format. They are named
-tuples: the cheapest record Python builds, and already the array the spool line holds.
+tuples: cheaper to build than classes, and already the arrays the spool line holds.
 """
 
 from __future__ import annotations
