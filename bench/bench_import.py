@@ -31,8 +31,8 @@ import duckdb
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from watcher.accounting.importer import import_accounting
-from watcher.accounting.sacct import DELIMITER, FIELDS
 from watcher.config import Config, SlurmSettings
+from watcher.slurm.sacct import DELIMITER, FIELDS
 from watcher.store import Store
 
 USERS = [f"user{i:03d}" for i in range(400)]

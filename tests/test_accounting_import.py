@@ -24,9 +24,9 @@ from watcher.accounting.importer import (
     windows,
 )
 from watcher.accounting.parsable import SacctFormatError
-from watcher.accounting.sacct import DELIMITER, FIELDS, SacctError, sacct_command, shell_line
 from watcher.cli import cli
 from watcher.config import load_config
+from watcher.slurm.sacct import DELIMITER, FIELDS, SacctError, sacct_command, shell_line
 from watcher.store import Store
 
 FIXTURES = Path(__file__).parent / "fixtures"

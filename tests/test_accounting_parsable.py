@@ -13,7 +13,7 @@ from watcher.accounting.parsable import (
     read_layout,
     split_records,
 )
-from watcher.accounting.sacct import DELIMITER
+from watcher.slurm.sacct import DELIMITER
 
 RECORDED = Path(__file__).parent / "fixtures" / "slurm-recorded"
 US = DELIMITER

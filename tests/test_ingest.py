@@ -20,7 +20,7 @@ def turingwatch(cwd, *args, env):
 def test_spools_reach_the_site_store_once(tmp_path):
     site = tmp_path / "site-spool"
     site.mkdir()
-    env = {"TURINGWATCH_WATCHER_SITE_SPOOL_DIR": str(site),
+    env = {"TURINGWATCH_SAMPLER_SITE_SPOOL_DIR": str(site),
            "TURINGWATCH_STORE_PATH": str(tmp_path / "site.duckdb")}
     for name in ("a", "b"):
         done = turingwatch(tmp_path, "run", "-q", "-i", "0.5", "-o", name, "--", "sleep", "1", env=env)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from watcher import intercept
 from watcher.cli import cli
+from watcher.watch import intercept
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20

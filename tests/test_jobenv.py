@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from watcher import jobenv
+from watcher.slurm import env as jobenv
 
 
 def test_requested_memory():

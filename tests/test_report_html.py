@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from watcher.report.html import charts, render_report_html
-from watcher.report.svg import line_chart
+from watcher.card.html import charts, render_report_html
+from watcher.card.svg import line_chart
 
 
 def _ticks(svg: str) -> list[str]:

@@ -128,7 +128,7 @@ def test_attach_needs_a_job(tmp_path, interval):
 
 
 def test_cores_distribution_weights_time_and_rounds_partly_busy_cores_up():
-    from watcher.report.summary import cores_distribution
+    from watcher.card.summary import cores_distribution
 
     rows = [{"cores_in_use": 0.4, "dt": 10.0}, {"cores_in_use": 0.05, "dt": 10.0},
             {"cores_in_use": 2.0, "dt": 20.0}, {"cores_in_use": None, "dt": 5.0}]
@@ -186,7 +186,7 @@ def test_run_mails_its_report_card(tmp_path):
 
 
 def test_card_shows_each_finding_with_its_numbers_and_first_step():
-    from watcher.report.card import render_card
+    from watcher.card.text import render_card
 
     summary = {
         "job_id": 7, "exit_code": 0, "exit_signal": None, "elapsed_s": 3600.0, "time_limit_s": None,

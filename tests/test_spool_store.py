@@ -8,8 +8,7 @@ import duckdb
 import pytest
 
 from watcher import spool
-from watcher.sampling.records import GpuReading, ProcessSample, StepSample
-from watcher.sampling.sampler import SampleRecord
+from watcher.records import GpuReading, ProcessSample, SampleRecord, StepSample
 from watcher.store import Store, StoreError, migrations
 from watcher.store.spool_loader import load_spool
 

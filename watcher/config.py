@@ -22,14 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from watcher.errors import ConfigError
+
 SYSTEM_CONFIG = Path("/etc/turingwatch/turingwatch.toml")
 ENV_PREFIX = "TURINGWATCH_"
 # Variables under the prefix that are not settings (read by other parts of the system).
 _NOT_SETTINGS = {"TURINGWATCH_CONFIG"}
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or out of range."""
 
 
 def setting(
@@ -48,7 +46,7 @@ def setting(
 
 
 @dataclass(frozen=True)
-class WatcherSettings:
+class SamplerSettings:
     interval_s: float = setting(10.0, "seconds between two samples of the job", min=0.5, max=3600)
     output_dir: str = setting(
         "turingwatch-{job}",
@@ -197,7 +195,7 @@ class MailSettings:
 
 @dataclass(frozen=True)
 class Config:
-    watcher: WatcherSettings = field(default_factory=WatcherSettings)
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)

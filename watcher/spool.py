@@ -19,8 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from watcher.sampling.records import GpuReading, ProcessSample, StepSample, field_names
-from watcher.sampling.sampler import SampleRecord
+from watcher.records import GpuReading, ProcessSample, SampleRecord, StepSample, field_names
 
 SPOOL_VERSION = 1
 FIELDS = {

@@ -6,6 +6,8 @@ sizes, TRES, job ids) are DuckDB macros in ``convert.sql``, used by ``stage.sql`
 ``upsert.sql`` writes the tables. docs/accounting.md explains the choices.
 """
 
+from watcher.errors import TuringwatchError
 
-class AccountingError(RuntimeError):
+
+class AccountingError(TuringwatchError):
     """Accounting could not be imported; nothing of the failed window was stored."""

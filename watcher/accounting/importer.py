@@ -28,14 +28,14 @@ from watcher.accounting.parsable import (
     SacctFormatError,
     registered_records,
 )
-from watcher.accounting.sacct import (
+from watcher.config import Config
+from watcher.slurm.sacct import (
     DELIMITER,
     FIELDS,
     run_sacct,
     sacct_command,
     slurm_cluster_name,
 )
-from watcher.config import Config
 from watcher.store import Store, sql_text
 
 _PACKAGE = "watcher.accounting"

@@ -32,7 +32,7 @@ import duckdb
 import numpy as np
 
 from watcher.accounting import AccountingError
-from watcher.accounting.sacct import DELIMITER
+from watcher.slurm.sacct import DELIMITER
 
 # Header names by lower case, for files whose header spells them otherwise.
 _ALIASES = {"alloccpus": "NCPUS", "jobidraw": "JobIDRaw", "jobid": "JobID"}

@@ -32,6 +32,7 @@ from watcher.analysis.model import (
 from watcher.analysis.rules import RuleSet, load_rules
 from watcher.analysis.sections import SECTIONS, make_table
 from watcher.config import Config
+from watcher.errors import TuringwatchError
 from watcher.store import Store, named_statements
 
 Progress = Callable[[str], None]
@@ -44,7 +45,7 @@ _TEMP_TABLES = (
 )
 
 
-class AnalysisError(RuntimeError):
+class AnalysisError(TuringwatchError):
     """The analysis could not run (for example a rule whose SQL is missing)."""
 
 

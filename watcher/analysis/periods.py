@@ -18,6 +18,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from watcher.analysis.model import Period
+from watcher.errors import TuringwatchError
 
 KINDS = ("day", "week", "month")
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
@@ -25,7 +26,7 @@ _DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 
-class PeriodError(ValueError):
+class PeriodError(TuringwatchError, ValueError):
     """A period spec that is not one of the accepted forms."""
 
 

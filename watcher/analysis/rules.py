@@ -16,6 +16,7 @@ from typing import Any
 
 from watcher.analysis.model import SEVERITY_ORDER, RuleInfo
 from watcher.config import Config, expand_path
+from watcher.errors import TuringwatchError
 
 EXEMPT_KINDS = ("users", "accounts", "partitions", "qos")
 SECTIONS = ("resources", "gpu", "system")
@@ -32,7 +33,7 @@ _RULE_KEYS = {
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class RuleError(ValueError):
+class RuleError(TuringwatchError, ValueError):
     """The rule file is malformed or names a rule or key that does not exist."""
 
 

@@ -81,7 +81,7 @@ def import_accounting(
     from watcher.accounting import AccountingError
     from watcher.accounting.importer import WindowResult
     from watcher.accounting.importer import import_accounting as run_import
-    from watcher.accounting.sacct import sacct_command, shell_line
+    from watcher.slurm.sacct import sacct_command, shell_line
     from watcher.store import Store, StoreError
 
     config = app.config

@@ -55,12 +55,12 @@ def attach(
     It stops when the job has no process left on this node, when the batch host's run
     finishes (it leaves a STOP file in the directory), or on SIGINT/SIGTERM.
     """
-    from watcher import jobenv
-    from watcher.report.writer import finish_report
-    from watcher.runner import Outcome, name_this_process, resolve_output_dir
     from watcher.sampling.gpu import GpuSampler, visible_devices_from_env
     from watcher.sampling.sources import SlurmSource
-    from watcher.watch import STOP_MARKER, AlreadyWatched, Watch
+    from watcher.slurm import env as jobenv
+    from watcher.watch.finish import finish_report
+    from watcher.watch.runner import Outcome, name_this_process, resolve_output_dir
+    from watcher.watch.session import STOP_MARKER, AlreadyWatched, Watch
 
     name_this_process()
     config = app.config
@@ -72,13 +72,13 @@ def attach(
     job = here if inside else jobenv.JobContext(
         job_id, None, here.cluster, here.node, here.user_name, None, None, None, None, None
     )
-    interval_s = max(MIN_INTERVAL_S, config.watcher.interval_s if interval is None else interval)
+    interval_s = max(MIN_INTERVAL_S, config.sampler.interval_s if interval is None else interval)
     output_dir = resolve_output_dir(config, job, output)
     stop_file = output_dir / STOP_MARKER
 
     source = SlurmSource(job_id, os.environ if inside else None)
     gpu = None
-    if config.watcher.gpu and not no_gpu:
+    if config.sampler.gpu and not no_gpu:
         gpu = GpuSampler(visible_devices_from_env(os.environ) if inside else None, log=_warn)
 
     class AttachWatch(Watch):

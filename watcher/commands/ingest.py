@@ -16,7 +16,7 @@ from watcher.cli import AppContext, pass_app
 def ingest(app: AppContext, paths: tuple[Path, ...], keep: bool) -> None:
     """Load spools (files, or directories of them) into the store at store.path.
 
-    Without PATHS, reads watcher.site_spool_dir, where jobs leave their spools when it is
+    Without PATHS, reads sampler.site_spool_dir, where jobs leave their spools when it is
     set. Loading a spool again replaces what it loaded before, so a crash mid-run loses
     nothing and duplicates nothing; loaded files move to a loaded/ subdirectory.
     """
@@ -27,9 +27,9 @@ def ingest(app: AppContext, paths: tuple[Path, ...], keep: bool) -> None:
 
     config = app.config
     if not paths:
-        if not config.watcher.site_spool_dir:
-            raise click.UsageError("give spool files or directories, or set watcher.site_spool_dir")
-        paths = (expand_path(config.watcher.site_spool_dir),)
+        if not config.sampler.site_spool_dir:
+            raise click.UsageError("give spool files or directories, or set sampler.site_spool_dir")
+        paths = (expand_path(config.sampler.site_spool_dir),)
     files: list[Path] = []
     for path in paths:
         if path.is_dir():

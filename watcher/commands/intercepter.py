@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from watcher.intercept import ENV_STATS, InterceptError, collect_stats, format_summary, library_path
+from watcher.watch.intercept import ENV_STATS, InterceptError, collect_stats, format_summary, library_path
 
 
 @click.command()

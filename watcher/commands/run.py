@@ -45,15 +45,15 @@ def run(
     Nothing the watcher does can stop the command: if the configuration is broken or the
     output directory cannot be written, it says so on stderr and the command runs anyway.
     """
-    from watcher import runner
-    from watcher.watch import warn
+    from watcher.watch import runner
+    from watcher.watch.session import warn
 
     try:
         config = app.config
     except click.ClickException as exc:
         warn(f"{exc.message}; using the defaults")
         config = Config()
-    interval_s = config.watcher.interval_s if interval is None else interval
+    interval_s = config.sampler.interval_s if interval is None else interval
     if interval_s < MIN_INTERVAL_S:
         warn(f"--interval {interval_s} is below {MIN_INTERVAL_S} s; using {MIN_INTERVAL_S}")
         interval_s = MIN_INTERVAL_S

@@ -24,6 +24,7 @@ from watcher.analysis.model import (
     UserReport,
 )
 from watcher.config import Config
+from watcher.errors import TuringwatchError
 from watcher.letters.charts import Chart
 from watcher.letters.digest import Advice, fallback_rule, headline, pick_advice, problem_anchor
 from watcher.letters.formatting import by_name, plural
@@ -62,7 +63,7 @@ SOLUTION_KINDS = {
 }
 
 
-class LetterError(ValueError):
+class LetterError(TuringwatchError, ValueError):
     """A letter cannot be rendered (a bad template, a bad subject in the configuration)."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from watcher.errors import TuringwatchError
 
-class MailError(RuntimeError):
+
+class MailError(TuringwatchError):
     """A letter cannot be addressed or delivered; the message says which and why."""
 
 

@@ -18,8 +18,8 @@ import sys
 from collections.abc import Callable, Collection
 from typing import Any
 
+from watcher.records import GpuReading
 from watcher.sampling.gpu_devices import GpuDevice, resolve_devices, visible_devices_from_env
-from watcher.sampling.records import GpuReading
 
 __all__ = [
     "GpuDevice",

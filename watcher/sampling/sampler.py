@@ -16,8 +16,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from watcher.records import GpuReading, ProcessSample, SampleRecord, StepSample
 from watcher.sampling import procfs
-from watcher.sampling.records import GpuReading, ProcessSample, StepSample
 
 _TICK = 1.0 / procfs.CLOCK_TICKS
 # Watchers name themselves so (runner.name_this_process): another watcher of the same job,
@@ -50,16 +50,6 @@ class GpuSource(Protocol):
     status: str
 
     def sample(self, job_pids: Collection[int]) -> list[GpuReading]: ...
-
-
-@dataclass(slots=True)
-class SampleRecord:
-    seq: int
-    ts: float                                   # wall clock, seconds since the epoch
-    steps: list[StepSample]
-    processes: list[ProcessSample]
-    gpus: list[GpuReading]
-    cmdlines: list[tuple[int, int, str]]        # (pid, start_ticks, cmdline) of new processes
 
 
 # What we remember of a process from the last round:

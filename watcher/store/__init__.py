@@ -17,14 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from watcher.errors import StoreError
+
 if TYPE_CHECKING:
     from watcher.config import Config
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or its schema is not one this version understands."""
 
 
 @dataclass(frozen=True)

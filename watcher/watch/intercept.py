@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from watcher.errors import TuringwatchError
+
 LIBRARY_NAME = "libturingwatch_intercept.so"
 ENV_LIBRARY = "TURINGWATCH_INTERCEPT_LIBRARY"
 ENV_STATS = "TURINGWATCH_INTERCEPT_STATS"
@@ -30,7 +32,7 @@ SUMMED = (
 PEAKS = ("peak_live_bytes", "peak_pool_bytes", "peak_pool_blocks")
 
 
-class InterceptError(RuntimeError):
+class InterceptError(TuringwatchError):
     """The intercepter library cannot be found or cannot be preloaded."""
 
 

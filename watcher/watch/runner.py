@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from watcher import jobenv
 from watcher.config import Config
-from watcher.watch import Watch, warn
+from watcher.slurm import env as jobenv
+from watcher.watch.session import Watch, warn
 
 FORWARDED_SIGNALS = (
     signal.SIGINT,
@@ -81,7 +81,7 @@ def resolve_output_dir(config: Config, job: jobenv.JobContext, given: Path | Non
     if given is not None:
         return given
     label = str(job.job_id) if job.job_id is not None else jobenv.local_job_label()
-    return Path(config.watcher.output_dir.replace("{job}", label))
+    return Path(config.sampler.output_dir.replace("{job}", label))
 
 
 def run(config: Config, options: RunOptions) -> Outcome:
@@ -148,7 +148,7 @@ def _start_watch(
             source = TreeSource()
             cores = source.cpus
         gpu = None
-        if options.gpu and config.watcher.gpu:
+        if options.gpu and config.sampler.gpu:
             gpu = GpuSampler(visible_devices_from_env(os.environ), log=warn)
         slurm_times = (
             functools.partial(jobenv.slurm_job_times, job.job_id, os.environ)
@@ -177,7 +177,7 @@ def _with_recycler(
     env: dict[str, str], output_dir: Path, mem_requested_bytes: int | None
 ) -> tuple[dict[str, str], Path | None]:
     try:
-        from watcher import intercept
+        from watcher.watch import intercept
 
         stats_dir = output_dir / "intercepter"
         stats_dir.mkdir(parents=True, exist_ok=True)
@@ -228,7 +228,7 @@ def _finish(
     output_dir: Path,
     intercept_dir: Path | None,
 ) -> None:
-    from watcher.report.writer import finish_report
+    from watcher.watch.finish import finish_report
 
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     before = outcome.extra["usage_before"]
@@ -240,7 +240,7 @@ def _finish(
     intercept_stats = None
     if intercept_dir is not None:
         try:
-            from watcher import intercept
+            from watcher.watch import intercept
 
             intercept_stats = intercept.collect_stats(intercept_dir)
         except Exception as exc:

@@ -8,6 +8,7 @@ tuples: cheaper to build than classes, and already the arrays the spool line hol
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 
@@ -66,6 +67,18 @@ class GpuReading(NamedTuple):
     throttle_reasons: int | None   # NVML clocks-event reasons bit mask
     job_pids: list[int] | None     # job processes running on this GPU; None: NVML won't say
     other_pids: int | None         # processes on it that are not the job's
+
+
+@dataclass(slots=True)
+class SampleRecord:
+    """One sample round: what the spool writes as one ``sample`` line."""
+
+    seq: int
+    ts: float                                   # wall clock, seconds since the epoch
+    steps: list[StepSample]
+    processes: list[ProcessSample]
+    gpus: list[GpuReading]
+    cmdlines: list[tuple[int, int, str]]        # (pid, start_ticks, cmdline) of new processes
 
 
 def field_names(cls: type[tuple]) -> list[str]:

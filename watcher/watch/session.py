@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from watcher import __version__
-from watcher.jobenv import JobContext, SlurmTimes
+from watcher.errors import TuringwatchError
 from watcher.sampling.sampler import GpuSource, ProcessSource, Sampler
+from watcher.slurm.env import JobContext, SlurmTimes
 from watcher.spool import SpoolWriter
 
 STOP_MARKER = "STOP"          # written by the batch host's run: other nodes finish up
@@ -34,7 +35,7 @@ def warn(message: str) -> None:
         pass
 
 
-class AlreadyWatched(RuntimeError):
+class AlreadyWatched(TuringwatchError):
     """Another watcher samples this job on this node (run and attach, or two attach)."""
 
 

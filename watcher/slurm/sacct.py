@@ -26,7 +26,7 @@ import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from watcher.accounting import AccountingError
+from watcher.errors import SlurmError
 
 DELIMITER = "\x1f"
 
@@ -48,7 +48,7 @@ SACCT_ENV = {
 }
 
 
-class SacctError(AccountingError):
+class SacctError(SlurmError):
     """sacct or scontrol could not be run, or failed."""
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from watcher import __version__
-from watcher.report import units
-from watcher.report.svg import line_chart
+from watcher import __version__, units
+from watcher.card.svg import line_chart
 from watcher.templating import environment
 
 

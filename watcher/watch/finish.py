@@ -11,8 +11,8 @@ from typing import Any
 
 from watcher import spool
 from watcher.config import Config
-from watcher.jobenv import JobContext
-from watcher.watch import STOP_MARKER, warn
+from watcher.slurm.env import JobContext
+from watcher.watch.session import STOP_MARKER, warn
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -105,14 +105,14 @@ def finish_report(
     mail: bool = False,
 ) -> str | None:
     """Load the job's spools, write summary.json and report.html; return the text card."""
-    from watcher.report.card import render_card
-    from watcher.report.html import render_report_html
-    from watcher.report.summary import build_summary
+    from watcher.card.html import render_report_html
+    from watcher.card.summary import build_summary
+    from watcher.card.text import render_card
     from watcher.store import Store
     from watcher.store.spool_loader import load_spool
 
     if batch_host and job.in_slurm:
-        wait_for_peers(output_dir, job, session_id, config.watcher.peer_wait_s)
+        wait_for_peers(output_dir, job, session_id, config.sampler.peer_wait_s)
 
     with Store(output_dir / "turingwatch.duckdb") as store:
         sessions = []
@@ -134,7 +134,7 @@ def finish_report(
             elapsed_s=outcome.elapsed_s,
             time_limit_s=time_limit,
             mem_requested_bytes=mem,
-            top_processes=config.watcher.top_processes,
+            top_processes=config.sampler.top_processes,
         )
         try:
             summary["findings"], summary["findings_note"] = _findings(
@@ -144,8 +144,8 @@ def finish_report(
             warn(f"analysis of this job failed: {exc}")
             summary["findings"], summary["findings_note"] = None, None
 
-    if config.watcher.site_spool_dir:
-        hand_over_spools(output_dir, job, session_id, config.watcher.site_spool_dir)
+    if config.sampler.site_spool_dir:
+        hand_over_spools(output_dir, job, session_id, config.sampler.site_spool_dir)
     summary["intercepter"] = _intercept_summary(intercept_stats)
     summary["watcher"] = watcher_usage
     series = {k: summary.pop(k) for k in ("timeline", "gpu_timeline")}
@@ -181,7 +181,7 @@ def hand_over_spools(output_dir: Path, job: JobContext, session_id: str, site_di
 def _intercept_summary(stats: dict[str, Any] | None) -> dict[str, Any] | None:
     if not stats:
         return None
-    from watcher import intercept
+    from watcher.watch import intercept
 
     return {**stats, "text": intercept.format_summary(stats)}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from watcher.report.units import human_bytes, human_duration, human_energy, percent
+from watcher.units import human_bytes, human_duration, human_energy, percent
 
 _BAR = 24
 

@@ -56,7 +56,7 @@ def build_summary(
     mem_requested_bytes: int | None,
     top_processes: int = 5,
 ) -> dict[str, Any]:
-    q = named_statements("watcher.report", "summary.sql")
+    q = named_statements("watcher.card", "summary.sql")
     p = {"sessions": sessions}
     steps = _rows(store, q["steps"], p)
     nodes = _rows(store, q["nodes"], p)

@@ -1,0 +1,1 @@
+"""Slurm through one door: the job's ``SLURM_*`` variables and Slurm's commands."""
