@@ -13,7 +13,7 @@ export TURINGWATCH_TEST_REQUIRE_SLURM=1
 DEBIAN_PACKAGES=(
     slurm-wlm slurmdbd slurm-client munge mariadb-server    # the local test cluster
     chromium                                                # browser tests (Playwright)
-    libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 valgrind  # intercepter tests
+    libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 valgrind libpython3.11-testsuite  # intercepter tests
     build-essential pkg-config ninja-build                  # C builds
     python3 python3-venv python3-dev                        # the venv's base: /usr/bin/python3
 )

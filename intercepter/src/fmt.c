@@ -31,6 +31,11 @@ void wi_buf_u64(wi_buf_t *b, uint64_t v) {
   while (n) wi_buf_char(b, digits[--n]);
 }
 
+void wi_buf_hex(wi_buf_t *b, uint64_t v) {
+  static const char hex[] = "0123456789abcdef";
+  for (int shift = 60; shift >= 0; shift -= 4) wi_buf_char(b, hex[(v >> shift) & 15]);
+}
+
 void wi_buf_json_str(wi_buf_t *b, const char *s) {
   static const char hex[] = "0123456789abcdef";
   wi_buf_char(b, '"');

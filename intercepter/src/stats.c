@@ -9,6 +9,11 @@
  * place, so a reader sees either nothing or the whole file; if the pid was used before (pid
  * reuse in a long job) the name gets a -1, -2, ... suffix.
  *
+ * The directory may be writable by other users (a project's scratch space), who can plant a
+ * symlink at any name they can guess.  So no name is ever opened except to create it
+ * (O_EXCL|O_NOFOLLOW), the temporary name has a random part, and the final name is made with
+ * link(2), which never follows or replaces what is there (issue 9).
+ *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
 #include "wi/internal.h"
@@ -17,6 +22,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 wi_stats_t wi_stats;
@@ -63,6 +70,9 @@ void wi_stats_reset(void) {
 }
 
 /* ---- the report ---- */
+
+#define WI_TMP_ATTEMPTS 16   /* random temporary names tried before giving up */
+#define WI_STATS_MODE   0640 /* the job's user writes, its group may read, others see nothing */
 
 static void wi_json_u64(wi_buf_t *b, const char *key, uint64_t v, bool last) {
   wi_buf_str(b, "\"");
@@ -142,18 +152,46 @@ static bool wi_write_all(int fd, const char *data, size_t len) {
   return true;
 }
 
+/* 64 bits for the temporary's name.  The kernel's random bytes, else (getrandom refused by an
+ * old kernel or a seccomp filter) a mix of the clock, the pid and the attempt.  Safety does not
+ * rest on this (O_EXCL does); it keeps another user from making us give up by planting names. */
+static uint64_t wi_name_random(unsigned attempt) {
+  uint64_t r = 0;
+  if (getrandom(&r, sizeof r, GRND_NONBLOCK) == (ssize_t)sizeof r) return r;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  r = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+  r ^= ((uint64_t)getpid() << 32) ^ ((uint64_t)attempt * 0x9e3779b97f4a7c15ull);
+  r ^= r >> 30;  /* splitmix64's finaliser */
+  r *= 0xbf58476d1ce4e5b9ull;
+  r ^= r >> 27;
+  r *= 0x94d049bb133111ebull;
+  return r ^ (r >> 31);
+}
+
+/* Creates <prefix>.<pid>.<random>.tmp, never opening anything already there (a symlink planted
+ * at the name included: O_EXCL fails on it, O_NOFOLLOW says so twice); -1 when it cannot. */
+static int wi_create_temporary(char *tmp, size_t size) {
+  for (unsigned attempt = 0; attempt < WI_TMP_ATTEMPTS; attempt++) {
+    wi_buf_t t = {tmp, 0, size};
+    wi_buf_str(&t, wi_options.stats_prefix);
+    wi_buf_str(&t, ".");
+    wi_buf_u64(&t, (uint64_t)getpid());
+    wi_buf_str(&t, ".");
+    wi_buf_hex(&t, wi_name_random(attempt));
+    wi_buf_str(&t, ".tmp");
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, WI_STATS_MODE);
+    if (fd >= 0) return fd;
+    if (errno != EEXIST) break;
+  }
+  wi_warn("cannot write statistics to ", tmp, ": ", strerror(errno));
+  return -1;
+}
+
 static void wi_write_file(const wi_buf_t *json) {
   char tmp[1100], final[1100];
-  wi_buf_t t = {tmp, 0, sizeof tmp};
-  wi_buf_str(&t, wi_options.stats_prefix);
-  wi_buf_str(&t, ".");
-  wi_buf_u64(&t, (uint64_t)getpid());
-  wi_buf_str(&t, ".tmp");
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    wi_warn("cannot write statistics to ", tmp, ": ", strerror(errno));
-    return;
-  }
+  int fd = wi_create_temporary(tmp, sizeof tmp);
+  if (fd < 0) return;
   bool ok = wi_write_all(fd, json->data, json->len);
   ok = close(fd) == 0 && ok;
   for (unsigned attempt = 0; ok && attempt < 100; attempt++) {
@@ -166,13 +204,17 @@ static void wi_write_file(const wi_buf_t *json) {
       wi_buf_u64(&f, attempt);
     }
     wi_buf_str(&f, ".json");
+    /* link(2) follows neither name: a symlink (or anything else) at the final name is left alone
+     * and fails with EEXIST, like a file of an earlier process with this pid, so we take the
+     * next suffix.  (rename(2) would be safe too, since it replaces a symlink itself rather than
+     * writing through it, but it would also replace an earlier process's file.) */
     if (link(tmp, final) == 0) break;
     if (errno != EEXIST) {
       wi_warn("cannot write statistics to ", final, ": ", strerror(errno));
       break;
     }
   }
-  unlink(tmp);
+  unlink(tmp);  /* does not follow a symlink either */
 }
 
 static void wi_print_summary(const wi_stats_t *s) {

@@ -181,6 +181,7 @@ typedef struct wi_buf_s {
 } wi_buf_t;
 void wi_buf_str(wi_buf_t *b, const char *s);
 void wi_buf_u64(wi_buf_t *b, uint64_t v);
+void wi_buf_hex(wi_buf_t *b, uint64_t v);           /* 16 lowercase digits */
 void wi_buf_json_str(wi_buf_t *b, const char *s);  /* quoted and escaped */
 bool wi_parse_size(const char *s, size_t *out);    /* "128K", "1g", "4096" */
 bool wi_parse_bool(const char *s, bool *out);      /* 1/0, true/false, yes/no, on/off */
