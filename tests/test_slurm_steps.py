@@ -10,25 +10,23 @@ from pathlib import Path
 
 import pytest
 
+from watcher.config import SlurmSettings
 from watcher.sampling.slurm_steps import (
     JobProcessFinder,
-    affinity_cpus,
     calling_job_id,
     find_job_processes,
-    job_step_from_env,
-    parse_environ,
-    parse_listpids,
     parse_stepd_title,
-    slurm_cpus_on_node,
     step_cpus,
-    step_name,
 )
+from watcher.sampling.sources import affinity_cpus
+from watcher.slurm.commands import SlurmCommands, parse_listpids
+from watcher.slurm.env import job_step_from_env, parse_environ, slurm_cpus_on_node, step_name
 
 FIXTURES = Path(__file__).parent / "fixtures"
 JOB14 = FIXTURES / "proc/linuxproc-job14"  # recorded from a real job on the local cluster
 HYBRID = str(FIXTURES / "cgroup/hybrid-recorded")
 LISTPIDS = FIXTURES / "proc/listpids"
-NO_SCONTROL = "/nonexistent/scontrol"
+NO_SCONTROL = SlurmCommands.from_config(SlurmSettings(scontrol="/nonexistent/scontrol"))
 
 
 def recorded(pid: int, name: str) -> bytes:
@@ -176,7 +174,8 @@ def test_cgroups_win_over_the_process_table():
 def test_no_processes_anywhere_and_scontrol_finds_none():
     assert find14(999).pids == {}
     # "false" is a real program that prints nothing and fails, like listpids for a gone job.
-    steps = find_job_processes(999, str(JOB14), HYBRID, "false")
+    steps = find_job_processes(999, str(JOB14), HYBRID,
+                               SlurmCommands.from_config(SlurmSettings(scontrol="false")))
     assert steps.pids == {} and steps.method is None
 
 

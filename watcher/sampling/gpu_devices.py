@@ -13,10 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Searched in this order. CUDA_VISIBLE_DEVICES comes first: it is what the job's CUDA uses, and
-# under Slurm's device cgroup (ConstrainDevices=yes) its indices are renumbered from 0 just as
-# NVML renumbers the GPUs it can see, while the SLURM_* variables keep the node-wide numbers.
-GPU_ENV_VARS = ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS")
+from watcher.slurm.env import granted_gpus, inside_job
 
 _NO_DEVICES = ("", "NoDevFiles")
 
@@ -36,10 +33,15 @@ def visible_devices_from_env(env: Mapping[str, str]) -> list[str] | None:
 
     Inside a Slurm job that names no GPU the answer is ``[]``: Slurm gave the job none.
     """
-    for name in GPU_ENV_VARS:
-        if name in env:
-            return parse_device_list(env[name])
-    if "SLURM_JOB_ID" in env:
+    # CUDA_VISIBLE_DEVICES comes first: it is what the job's CUDA uses, and under Slurm's
+    # device cgroup (ConstrainDevices=yes) its indices are renumbered from 0 just as NVML
+    # renumbers the GPUs it can see, while Slurm's own variables keep the node-wide numbers.
+    if "CUDA_VISIBLE_DEVICES" in env:
+        return parse_device_list(env["CUDA_VISIBLE_DEVICES"])
+    granted = granted_gpus(env)
+    if granted is not None:
+        return parse_device_list(granted)
+    if inside_job(env):
         return []
     return None
 

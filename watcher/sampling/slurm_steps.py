@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -38,21 +37,15 @@ from watcher.sampling.cgroups import (
     slurm_step_from_cgroup,
 )
 from watcher.sampling.procfs import ProcFiles, stat_fields
+from watcher.sampling.sources import affinity_cpus
+from watcher.slurm.call import SlurmCommandError
+from watcher.slurm.commands import SlurmCommands
+from watcher.slurm.env import job_step_from_env, parse_environ, slurm_cpus_on_node
 
 log = logging.getLogger(__name__)
 
 # The title slurmstepd gives itself, alone in its cmdline (the rest is NUL padding).
 _STEPD_TITLE = re.compile(r"slurmstepd: \[(\d+)\.([0-9A-Za-z+]+)\]")
-
-# Slurm's reserved step ids (slurm.h), as they show up in SLURM_STEP_ID. Batch was
-# 0xfffffffe before Slurm 20.11 and is 0xfffffffb since.
-_RESERVED_STEP_IDS = {
-    0xFFFFFFFA: "interactive",
-    0xFFFFFFFB: "batch",
-    0xFFFFFFFC: "extern",
-    0xFFFFFFFD: "TBD",
-    0xFFFFFFFE: "batch",
-}
 
 METHODS = ("cgroup-v2", "cgroup-v1", "stepd-tree", "environ", "scontrol")
 
@@ -147,32 +140,6 @@ def parse_stepd_title(cmdline: bytes) -> tuple[int, str] | None:
     return (int(m.group(1)), m.group(2)) if m else None
 
 
-def step_name(step_id: str) -> str:
-    """A step as Slurm's environment spells it (``SLURM_STEP_ID``) -> our step name."""
-    if step_id.isdigit() and int(step_id) in _RESERVED_STEP_IDS:
-        return _RESERVED_STEP_IDS[int(step_id)]
-    return step_id
-
-
-def parse_environ(data: bytes) -> dict[str, str]:
-    """The ``SLURM_*`` variables of a ``/proc/<pid>/environ``."""
-    env: dict[str, str] = {}
-    for item in data.split(b"\0"):
-        if item.startswith(b"SLURM_"):
-            key, _, value = item.decode(errors="replace").partition("=")
-            env[key] = value
-    return env
-
-
-def job_step_from_env(env: Mapping[str, str]) -> tuple[int, str] | None:
-    """``(job, step)`` from Slurm's variables; a process with a job but no step is ``batch``."""
-    job = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
-    if not job or not job.isdigit():
-        return None
-    step = env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID")
-    return int(job), step_name(step) if step else "batch"
-
-
 def calling_job_id(env: Mapping[str, str] | None = None, proc_root: str = PROC_ROOT) -> int | None:
     """The job this process runs in: ``SLURM_JOB_ID``, else our own cgroup path."""
     env = os.environ if env is None else env
@@ -184,24 +151,6 @@ def calling_job_id(env: Mapping[str, str] | None = None, proc_root: str = PROC_R
     return found[0] if found else None
 
 
-def parse_listpids(text: str, job_id: int) -> dict[str, list[int]]:
-    """Step -> pids from ``scontrol listpids`` output, keeping the rows of ``job_id``.
-
-    The table is ``PID JOBID STEPID LOCALID GLOBALID`` with a header line; STEPID uses Slurm's
-    names (``batch``, ``extern``, ``0``) and LOCALID/GLOBALID are ``-`` for processes that are
-    not a task.
-    """
-    steps: dict[str, set[int]] = {}
-    for line in text.splitlines():
-        cols = line.split()
-        if len(cols) < 3 or not cols[0].isdigit():
-            continue  # header, blank or message lines
-        job = cols[1].partition("+")[0]
-        if job.isdigit() and int(job) == job_id:
-            steps.setdefault(cols[2], set()).add(int(cols[0]))
-    return {step: sorted(pids) for step, pids in steps.items()}
-
-
 class JobProcessFinder:
     """Finds one job's processes each sample round, remembering what does not change."""
 
@@ -210,18 +159,20 @@ class JobProcessFinder:
         job_id: int | None,
         proc_root: str = PROC_ROOT,
         cgroup_root: str = CGROUP_ROOT,
-        scontrol: str = "scontrol",
+        slurm: SlurmCommands | None = None,
         uid: int | None = None,
         env: Mapping[str, str] | None = None,
         ignore_pids: Iterable[int] = (),
     ):
-        """``ignore_pids``: processes never reported (the watcher's own pid when it runs inside
-        the job); their children still are. ``uid``: the job's user, else learnt from its tasks.
+        """``slurm``: the configured commands (``scontrol listpids``, the last strategy);
+        default: ``[slurm]``'s defaults. ``ignore_pids``: processes never reported (the
+        watcher's own pid when it runs inside the job); their children still are. ``uid``: the
+        job's user, else learnt from its tasks.
         """
         self.job_id = job_id if job_id is not None else calling_job_id(env, proc_root)
         self.ignore_pids = frozenset(ignore_pids)
         self.proc_root = proc_root
-        self.scontrol = scontrol
+        self.slurm = slurm if slurm is not None else SlurmCommands.from_config()
         # Whose processes may carry the job in their environment; learnt from the job's tasks.
         self.uid = uid
         self.layout = (CgroupJobLayout(self.job_id, cgroup_root, proc_root)
@@ -229,7 +180,8 @@ class JobProcessFinder:
         # (pid, start) -> what we learnt reading it once: a stepd title, an environ verdict.
         self._titles: dict[tuple[int, int], tuple[int, str] | None] = {}
         self._environ_steps: dict[tuple[int, int], str | None] = {}
-        self._scontrol_works = True
+        self._scontrol_works = True      # False once scontrol proved missing or unrunnable
+        self._scontrol_warned = False    # a failing scontrol is logged once, then at debug
         self._files = ProcFiles(proc_root)   # every process's stat, held open between rounds
 
     def find(self) -> StepMap:
@@ -341,18 +293,18 @@ class JobProcessFinder:
         if not self._scontrol_works:
             return
         try:
-            done = subprocess.run([self.scontrol, "listpids", str(self.job_id)],
-                                  capture_output=True, text=True, timeout=10, check=False)
-        except FileNotFoundError:
-            log.info("%s not found: no scontrol listpids fallback", self.scontrol)
-            self._scontrol_works = False
+            listed = self.slurm.listpids(self.job_id)
+        except SlurmCommandError as exc:  # the sampler carries on without this strategy
+            if exc.reason in ("not-found", "cannot-run"):
+                log.info("%s; no scontrol listpids fallback", exc)
+                self._scontrol_works = False
+            elif not self._scontrol_warned:
+                log.warning("%s; asking again in later rounds", exc)
+                self._scontrol_warned = True
+            else:
+                log.debug("%s", exc)
             return
-        except subprocess.TimeoutExpired:
-            log.warning("scontrol listpids %s timed out", self.job_id)
-            return
-        if done.returncode != 0:
-            log.debug("scontrol listpids %s: %s", self.job_id, done.stderr.strip())
-        for step, pids in parse_listpids(done.stdout, self.job_id).items():
+        for step, pids in listed.items():
             pids = [p for p in pids if not self._is_stepd(p)]
             steps.add(step, pids, "scontrol")
 
@@ -365,42 +317,11 @@ def find_job_processes(
     job_id: int | None,
     proc_root: str = PROC_ROOT,
     cgroup_root: str = CGROUP_ROOT,
-    scontrol: str = "scontrol",
+    slurm: SlurmCommands | None = None,
     env: Mapping[str, str] | None = None,
 ) -> StepMap:
     """The job's processes on this node by step; ``job_id=None``: the calling process's job."""
-    return JobProcessFinder(job_id, proc_root, cgroup_root, scontrol, env=env).find()
-
-
-def _expand_cpus_per_node(text: str) -> list[int]:
-    """``"4(x2),2"`` -> ``[4, 4, 2]`` (SLURM_JOB_CPUS_PER_NODE's run-length form)."""
-    counts: list[int] = []
-    for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
-        if not m:
-            raise ValueError(f"not a CPUs-per-node list: {text!r}")
-        counts += [int(m.group(1))] * int(m.group(2) or 1)
-    return counts
-
-
-def slurm_cpus_on_node(env: Mapping[str, str]) -> int | None:
-    """CPUs Slurm allocated to the job on this node, from the job's environment.
-
-    ``SLURM_CPUS_ON_NODE`` when set; else this node's entry (``SLURM_NODEID``) of
-    ``SLURM_JOB_CPUS_PER_NODE``, or its only value when every node has the same. None if
-    neither says.
-    """
-    value = env.get("SLURM_CPUS_ON_NODE", "").strip()
-    if value.isdigit():
-        return int(value)
-    try:
-        counts = _expand_cpus_per_node(env.get("SLURM_JOB_CPUS_PER_NODE", ""))
-    except ValueError:
-        return None
-    node = env.get("SLURM_NODEID", "").strip()
-    if node.isdigit() and int(node) < len(counts):
-        return counts[int(node)]
-    return counts[0] if len(set(counts)) == 1 else None
+    return JobProcessFinder(job_id, proc_root, cgroup_root, slurm, env=env).find()
 
 
 def step_cpus(
@@ -420,11 +341,3 @@ def step_cpus(
     if cpus is not None:
         return cpus, "slurm-env"
     return affinity_cpus(), "affinity"
-
-
-def affinity_cpus() -> int:
-    """CPUs this process may run on (its affinity mask), which Slurm's task binding narrows."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from watcher.sampling import procfs
 from watcher.sampling.sampler import StepProcesses
+
+if TYPE_CHECKING:
+    from watcher.slurm.commands import SlurmCommands
 
 LOCAL_STEP = "local"
 
 
 def affinity_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), which Slurm's task binding narrows."""
     try:
         return len(os.sched_getaffinity(0))
-    except OSError:
+    except (AttributeError, OSError):  # AttributeError: a platform without sched_getaffinity
         return os.cpu_count() or 1
 
 
@@ -61,14 +66,16 @@ class SlurmSource:
         job_env: Mapping[str, str] | None = None,
         proc_root: str = "/proc",
         cgroup_root: str = "/sys/fs/cgroup",
+        slurm: SlurmCommands | None = None,
     ) -> None:
+        """``slurm``: the configured Slurm commands (``config.slurm``), for scontrol listpids."""
         from watcher.sampling.slurm_steps import JobProcessFinder
 
         self.self_pid = os.getpid()
         # The job's environment gives Slurm's CPU count when the step has no cpuset; only
         # when we run inside the job (attach from outside must not take our own).
         self.job_env = job_env
-        self.finder = JobProcessFinder(job_id, proc_root, cgroup_root)
+        self.finder = JobProcessFinder(job_id, proc_root, cgroup_root, slurm)
         self.fallback_cpus = affinity_cpus()
         self.method: str | None = None
 

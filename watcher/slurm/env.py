@@ -1,4 +1,10 @@
-"""What the watcher knows about the job it runs in: Slurm's environment, or the plain machine."""
+"""What the watcher knows about the job it runs in: Slurm's environment, or the plain machine.
+
+Every ``SLURM_*`` variable turingwatch reads is read here, from a mapping the caller passes
+(``os.environ``, or a process's ``/proc/<pid>/environ``): the job and step, its CPUs, memory
+and time limit on this node, and the GPUs Slurm granted. Nothing here runs a command; asking
+Slurm itself is :mod:`watcher.slurm.commands`.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,28 @@ import getpass
 import os
 import re
 import socket
-import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from typing import TYPE_CHECKING
 
-from watcher.sampling.slurm_steps import job_step_from_env, slurm_cpus_on_node
+if TYPE_CHECKING:
+    from watcher.slurm.commands import SlurmCommands
 
 _MIB = 1024 * 1024
+
+# Slurm's reserved step ids (slurm.h), as they show up in SLURM_STEP_ID. Batch was
+# 0xfffffffe before Slurm 20.11 and is 0xfffffffb since.
+_RESERVED_STEP_IDS = {
+    0xFFFFFFFA: "interactive",
+    0xFFFFFFFB: "batch",
+    0xFFFFFFFC: "extern",
+    0xFFFFFFFD: "TBD",
+    0xFFFFFFFE: "batch",
+}
+
+# The GPUs Slurm granted (gres/gpu), most specific first: a step's own, then the job's.
+_GPU_VARIABLES = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS")
 
 
 @dataclass(frozen=True)
@@ -35,11 +54,91 @@ class JobContext:
         return self.job_id is not None
 
 
+@dataclass(frozen=True)
+class SlurmTimes:
+    time_limit_s: int | None
+    started_at: float | None      # the job's start, seconds since the epoch
+
+
 def _int(value: str | None) -> int | None:
     try:
         return int(value) if value not in (None, "") else None
     except ValueError:
         return None
+
+
+def parse_environ(data: bytes) -> dict[str, str]:
+    """The ``SLURM_*`` variables of a ``/proc/<pid>/environ``."""
+    env: dict[str, str] = {}
+    for item in data.split(b"\0"):
+        if item.startswith(b"SLURM_"):
+            key, _, value = item.decode(errors="replace").partition("=")
+            env[key] = value
+    return env
+
+
+def step_name(step_id: str) -> str:
+    """A step as Slurm's environment spells it (``SLURM_STEP_ID``) -> our step name."""
+    if step_id.isdigit() and int(step_id) in _RESERVED_STEP_IDS:
+        return _RESERVED_STEP_IDS[int(step_id)]
+    return step_id
+
+
+def job_step_from_env(env: Mapping[str, str]) -> tuple[int, str] | None:
+    """``(job, step)`` from Slurm's variables; a process with a job but no step is ``batch``."""
+    job = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+    if not job or not job.isdigit():
+        return None
+    step = env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID")
+    return int(job), step_name(step) if step else "batch"
+
+
+def inside_job(env: Mapping[str, str]) -> bool:
+    """Whether the environment is a Slurm job's (``SLURM_JOB_ID`` is set, whatever its value)."""
+    return "SLURM_JOB_ID" in env
+
+
+def granted_gpus(env: Mapping[str, str]) -> str | None:
+    """The GPU list Slurm wrote for the step or job, as written; None when it wrote none.
+
+    The value is in one of the dialects :mod:`watcher.sampling.gpu_devices` reads (indices,
+    UUIDs, ``NoDevFiles``); which GPUs it names is decided there.
+    """
+    for name in _GPU_VARIABLES:
+        if name in env:
+            return env[name]
+    return None
+
+
+def _expand_cpus_per_node(text: str) -> list[int]:
+    """``"4(x2),2"`` -> ``[4, 4, 2]`` (SLURM_JOB_CPUS_PER_NODE's run-length form)."""
+    counts: list[int] = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
+        if not m:
+            raise ValueError(f"not a CPUs-per-node list: {text!r}")
+        counts += [int(m.group(1))] * int(m.group(2) or 1)
+    return counts
+
+
+def slurm_cpus_on_node(env: Mapping[str, str]) -> int | None:
+    """CPUs Slurm allocated to the job on this node, from the job's environment.
+
+    ``SLURM_CPUS_ON_NODE`` when set; else this node's entry (``SLURM_NODEID``) of
+    ``SLURM_JOB_CPUS_PER_NODE``, or its only value when every node has the same. None if
+    neither says.
+    """
+    value = env.get("SLURM_CPUS_ON_NODE", "").strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        counts = _expand_cpus_per_node(env.get("SLURM_JOB_CPUS_PER_NODE", ""))
+    except ValueError:
+        return None
+    node = env.get("SLURM_NODEID", "").strip()
+    if node.isdigit() and int(node) < len(counts):
+        return counts[int(node)]
+    return counts[0] if len(set(counts)) == 1 else None
 
 
 def requested_memory(env: Mapping[str, str], cpus: int | None) -> int | None:
@@ -69,43 +168,20 @@ def parse_time_limit(text: str) -> int | None:
     return (days or 0) * 86400 + (h or 0) * 3600 + (mnt or 0) * 60 + (s or 0)
 
 
-@dataclass(frozen=True)
-class SlurmTimes:
-    time_limit_s: int | None
-    started_at: float | None      # the job's start, seconds since the epoch
-
-
-def parse_squeue_times(line: str) -> SlurmTimes:
-    """``squeue -o '%l|%S'``: the limit ([D-]HH:MM:SS, UNLIMITED) and the local start time."""
-    limit, _, start = line.strip().partition("|")
-    try:
-        started = datetime.fromisoformat(start).astimezone().timestamp() if start else None
-    except ValueError:  # N/A, Unknown
-        started = None
-    return SlurmTimes(parse_time_limit(limit), started)
-
-
-def slurm_job_times(job_id: int, env: Mapping[str, str], squeue: str = "squeue") -> SlurmTimes:
-    """The job's time limit and start: from the environment where Slurm sets them (23.02+),
-    else one squeue call. Ask while the job runs: once it has ended, squeue may not know it."""
+def times_from_env(env: Mapping[str, str]) -> SlurmTimes | None:
+    """The job's time limit and start where Slurm sets them (23.02+); None where it does not."""
     start, end = _int(env.get("SLURM_JOB_START_TIME")), _int(env.get("SLURM_JOB_END_TIME"))
     if start and end and end > start:
         return SlurmTimes(end - start, float(start))
-    try:
-        out = subprocess.run(
-            [squeue, "-h", "-j", str(job_id), "-o", "%l|%S"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return SlurmTimes(None, None)
-    return parse_squeue_times(out.splitlines()[0]) if out.strip() else SlurmTimes(None, None)
+    return None
 
 
-def detect(env: Mapping[str, str] | None = None, *, query_slurm: bool = True) -> JobContext:
-    """The job this process belongs to. ``query_slurm`` allows one squeue call (time limit)."""
+def detect(env: Mapping[str, str] | None = None, *, slurm: SlurmCommands | None = None) -> JobContext:
+    """The job this process belongs to.
+
+    With ``slurm``, the time limit is asked for too (from the environment, else one squeue
+    call, which raises :class:`~watcher.errors.SlurmError` when it fails); without, it is None.
+    """
     env = os.environ if env is None else env
     job_id = _int(env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID"))
     node = env.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
@@ -127,7 +203,7 @@ def detect(env: Mapping[str, str] | None = None, *, query_slurm: bool = True) ->
         nnodes=_int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES")),
         cpus_on_node=cpus,
         mem_requested_bytes=requested_memory(env, cpus),
-        time_limit_s=slurm_job_times(job_id, env).time_limit_s if query_slurm else None,
+        time_limit_s=slurm.job_times(job_id, env).time_limit_s if slurm is not None else None,
         submit_dir=env.get("SLURM_SUBMIT_DIR"),
     )
 

@@ -1,4 +1,7 @@
-"""Running ``sacct`` (and ``scontrol`` for the cluster name) the way the importer needs it.
+"""The ``sacct`` call the importer makes: its arguments, its environment, its error.
+
+It is run by :meth:`watcher.slurm.commands.SlurmCommands.run_sacct` (with
+``slurm.sacct_timeout_s``); this module only says what to ask for and how.
 
 The output is asked for in a form that can always be split back into fields:
 
@@ -20,13 +23,11 @@ The output is asked for in a form that can always be split back into fields:
 
 from __future__ import annotations
 
-import os
 import shlex
-import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from watcher.errors import SlurmError
+from watcher.slurm.call import SlurmCommandError
 
 DELIMITER = "\x1f"
 
@@ -48,8 +49,8 @@ SACCT_ENV = {
 }
 
 
-class SacctError(SlurmError):
-    """sacct or scontrol could not be run, or failed."""
+class SacctError(SlurmCommandError):
+    """sacct was not found, could not be run, timed out, or failed."""
 
 
 def sacct_time(moment: datetime) -> str:
@@ -57,10 +58,8 @@ def sacct_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def sacct_command(
-    sacct: str, start: datetime, end: datetime, *, user: str | None = None
-) -> list[str]:
-    """The argv of one sacct call for the window [start, end].
+def sacct_arguments(start: datetime, end: datetime, *, user: str | None = None) -> list[str]:
+    """The arguments of one sacct call for the window [start, end].
 
     ``user=None`` asks for every user's jobs (``--allusers``; sacct returns only the
     caller's own jobs to a plain user when the site sets PrivateData=jobs); a user name
@@ -68,7 +67,6 @@ def sacct_command(
     """
     who = ["--allusers"] if user is None else [f"--user={user}"]
     return [
-        *shlex.split(sacct),
         "--parsable2",
         f"--delimiter={DELIMITER}",
         "--noconvert",
@@ -77,6 +75,13 @@ def sacct_command(
         f"--endtime={sacct_time(end)}",
         f"--format={','.join(FIELDS)}",
     ]
+
+
+def sacct_command(
+    sacct: str, start: datetime, end: datetime, *, user: str | None = None
+) -> list[str]:
+    """The whole argv (the configured ``sacct`` split into words first), for :func:`shell_line`."""
+    return [*shlex.split(sacct), *sacct_arguments(start, end, user=user)]
 
 
 def shell_line(argv: Sequence[str]) -> str:
@@ -89,40 +94,3 @@ def shell_line(argv: Sequence[str]) -> str:
         else:
             words.append(shlex.quote(word))
     return f"{env} {' '.join(words)}"
-
-
-def _run(argv: Sequence[str], what: str, env: dict[str, str] | None = None) -> str:
-    try:
-        done = subprocess.run(
-            list(argv),
-            capture_output=True,
-            env={**os.environ, **(env or {})},
-            check=False,
-        )
-    except FileNotFoundError:
-        raise SacctError(
-            f"{argv[0]} not found: install the Slurm client or set slurm.{what}"
-        ) from None
-    except OSError as exc:
-        raise SacctError(f"cannot run {argv[0]}: {exc.strerror}") from None
-    stderr = done.stderr.decode("utf-8", "replace").strip()
-    if done.returncode != 0:
-        tail = stderr.splitlines()[-3:] if stderr else ["(no message)"]
-        raise SacctError(f"{what} failed (exit {done.returncode}): {' / '.join(tail)}")
-    # Submit lines are whatever bytes the user typed; never fail on their encoding.
-    return done.stdout.decode("utf-8", "replace")
-
-
-def run_sacct(argv: Sequence[str]) -> str:
-    """sacct's output (header line first) for a command from :func:`sacct_command`."""
-    return _run(argv, "sacct", SACCT_ENV)
-
-
-def slurm_cluster_name(scontrol: str) -> str:
-    """ClusterName from ``scontrol show config``."""
-    out = _run([*shlex.split(scontrol), "show", "config"], "scontrol")
-    for line in out.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip() == "ClusterName" and value.strip():
-            return value.strip()
-    raise SacctError("scontrol show config names no ClusterName; set slurm.cluster")

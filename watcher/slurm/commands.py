@@ -1,0 +1,191 @@
+"""Slurm's commands as turingwatch uses them, each with its configured path and timeout.
+
+:class:`SlurmCommands` is built once from ``[slurm]`` (:meth:`SlurmCommands.from_config`) and
+handed to whoever needs Slurm: the importer (sacct, the cluster name), the sampler (``scontrol
+listpids``, when a job's processes can be found no other way), the watch session (the job's
+time limit and start, from squeue) and, later, the distributor (sbatch, scancel). Each
+operation runs through :func:`watcher.slurm.call.run_command` and raises
+:class:`~watcher.slurm.call.SlurmCommandError` when Slurm cannot answer; callers on the job's
+path (the sampler, the session) catch it and carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from watcher.config import SlurmSettings
+from watcher.slurm.call import Completed, SlurmCommandError, last_lines, run_command
+from watcher.slurm.env import SlurmTimes, parse_time_limit, times_from_env
+from watcher.slurm.sacct import SACCT_ENV, SacctError
+
+log = logging.getLogger(__name__)
+
+# The daemon a command's answer comes from, for the timeout hint; the rest ask slurmctld.
+_DAEMONS = {"sacct": "slurmdbd"}
+
+
+@dataclass(frozen=True)
+class SlurmCommands:
+    """The Slurm commands (as configured) and how long each may take."""
+
+    sacct: str
+    squeue: str
+    scontrol: str
+    sbatch: str
+    salloc: str
+    scancel: str
+    timeout_s: float          # every command but sacct
+    sacct_timeout_s: float    # one sacct call: one import window, which may be days of jobs
+
+    @classmethod
+    def from_config(cls, settings: SlurmSettings | None = None) -> SlurmCommands:
+        """The commands of ``config.slurm``; without one, the defaults of ``[slurm]``."""
+        s = settings if settings is not None else SlurmSettings()
+        return cls(
+            sacct=s.sacct,
+            squeue=s.squeue,
+            scontrol=s.scontrol,
+            sbatch=s.sbatch,
+            salloc=s.salloc,
+            scancel=s.scancel,
+            timeout_s=s.command_timeout_s,
+            sacct_timeout_s=s.sacct_timeout_s,
+        )
+
+    def _run(
+        self,
+        setting: str,
+        args: Sequence[str],
+        *,
+        what: str | None = None,
+        daemon: str | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        error: type[SlurmCommandError] = SlurmCommandError,
+    ) -> Completed:
+        if setting == "sacct":
+            timeout_s, limit = self.sacct_timeout_s, "sacct_timeout_s"
+        else:
+            timeout_s, limit = self.timeout_s, "command_timeout_s"
+        daemon = daemon or _DAEMONS.get(setting, "slurmctld")
+        return run_command(
+            getattr(self, setting),
+            args,
+            setting=setting,
+            timeout_s=timeout_s,
+            what=what,
+            hint=f"is {daemon} reachable? (the limit is slurm.{limit})",
+            env=env,
+            check=check,
+            error=error,
+        )
+
+    # -- sacct ---------------------------------------------------------------------------
+    def run_sacct(self, args: Sequence[str]) -> str:
+        """sacct's output (header line first) for arguments from ``sacct.sacct_arguments``.
+
+        Raises:
+            SacctError: sacct is missing, timed out (``slurm.sacct_timeout_s``) or failed.
+        """
+        return self._run("sacct", args, env=SACCT_ENV, error=SacctError).stdout
+
+    # -- squeue --------------------------------------------------------------------------
+    def job_times(self, job_id: int, env: Mapping[str, str]) -> SlurmTimes:
+        """The job's time limit and start: from ``env`` where Slurm sets them (23.02+), else
+        one squeue call. Ask while the job runs: once it has ended, squeue may not know it.
+        """
+        from_env = times_from_env(env)
+        if from_env is not None:
+            return from_env
+        out = self._run("squeue", ["-h", "-j", str(job_id), "-o", "%l|%S"]).stdout
+        return parse_squeue_times(out.splitlines()[0]) if out.strip() else SlurmTimes(None, None)
+
+    # -- scontrol ------------------------------------------------------------------------
+    def listpids(self, job_id: int) -> dict[str, list[int]]:
+        """Step -> pids of the job on this node, from ``scontrol listpids <job>``.
+
+        A non-zero exit is no error: listpids exits 1 for a job with no step here, and still
+        prints what it found for the steps that answered.
+        """
+        done = self._run(
+            "scontrol", ["listpids", str(job_id)],
+            what="scontrol listpids", daemon="this node's slurmstepd", check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            log.debug("scontrol listpids %s (exit %d): %s",
+                      job_id, done.returncode, last_lines(done.stderr))  # fmt: skip
+        return parse_listpids(done.stdout, job_id)
+
+    def cluster_name(self) -> str:
+        """ClusterName from ``scontrol show config``."""
+        out = self._run("scontrol", ["show", "config"], what="scontrol show config").stdout
+        name = parse_cluster_name(out)
+        if name is None:
+            raise SlurmCommandError(
+                "scontrol show config names no ClusterName; set slurm.cluster", "failed"
+            )
+        return name
+
+    # -- sbatch and scancel --------------------------------------------------------------
+    def submit(self, args: Sequence[str]) -> int:
+        """Submit a job (``sbatch --parsable <args>``) and return its id."""
+        out = self._run("sbatch", ["--parsable", *args]).stdout
+        job_id = parse_submitted(out)
+        if job_id is None:
+            raise SlurmCommandError(f"sbatch printed no job id: {out.strip()[:200]!r}", "failed")
+        return job_id
+
+    def cancel(self, job_ids: Iterable[int]) -> None:
+        """Cancel jobs (``scancel <ids>``); nothing to cancel runs nothing."""
+        ids = [str(int(job_id)) for job_id in job_ids]
+        if ids:
+            self._run("scancel", ids)
+
+
+def parse_squeue_times(line: str) -> SlurmTimes:
+    """``squeue -o '%l|%S'``: the limit ([D-]HH:MM:SS, UNLIMITED) and the local start time."""
+    limit, _, start = line.strip().partition("|")
+    try:
+        started = datetime.fromisoformat(start).astimezone().timestamp() if start else None
+    except ValueError:  # N/A, Unknown
+        started = None
+    return SlurmTimes(parse_time_limit(limit), started)
+
+
+def parse_listpids(text: str, job_id: int) -> dict[str, list[int]]:
+    """Step -> pids from ``scontrol listpids`` output, keeping the rows of ``job_id``.
+
+    The table is ``PID JOBID STEPID LOCALID GLOBALID`` with a header line; STEPID uses Slurm's
+    names (``batch``, ``extern``, ``0``) and LOCALID/GLOBALID are ``-`` for processes that are
+    not a task.
+    """
+    steps: dict[str, set[int]] = {}
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) < 3 or not cols[0].isdigit():
+            continue  # header, blank or message lines
+        job = cols[1].partition("+")[0]
+        if job.isdigit() and int(job) == job_id:
+            steps.setdefault(cols[2], set()).add(int(cols[0]))
+    return {step: sorted(pids) for step, pids in steps.items()}
+
+
+def parse_cluster_name(text: str) -> str | None:
+    """ClusterName from ``scontrol show config`` output (``ClusterName = x``); None if absent."""
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "ClusterName" and value.strip():
+            return value.strip()
+    return None
+
+
+def parse_submitted(text: str) -> int | None:
+    """The job id from ``sbatch --parsable`` (``<id>`` or ``<id>;<cluster>``); None if absent."""
+    for line in text.splitlines():
+        job, _, _cluster = line.strip().partition(";")
+        if job.isdigit():
+            return int(job)
+    return None
