@@ -43,7 +43,7 @@ def run_scale(scale: float, directory: Path, reuse: bool, repeat: int) -> dict[s
     # The best of `repeat` runs: the machine is shared, and a neighbour's burst is not our cost.
     times = []
     with Store(path) as store:
-        samples = store.execute("SELECT count(*) FROM step_samples").fetchone()[0]
+        samples = store.one("SELECT count(*) FROM step_samples")[0]
         for _ in range(repeat):
             started = time.monotonic()
             reports = analyze_period(store, config, parse_period(WEEK))

@@ -53,8 +53,7 @@ def generate(
     """Write the week into a new store at ``path``; return the row counts."""
     if path.exists():
         raise SystemExit(f"{path} exists; give a new file")
-    with Store(path) as store:
-        conn = store.conn
+    with Store(path) as store, store.cursor() as conn:
         conn.execute(
             "CREATE TEMP TABLE gen AS SELECT ?::BIGINT AS seed, ?::BIGINT AS jobs,"
             " ?::INTEGER AS users, ?::INTEGER AS nodes, ?::DOUBLE AS mean_samples,"

@@ -121,13 +121,13 @@ class Cluster:
             mem = rss[seq] if isinstance(rss, list) else rss
             ts = start + timedelta(seconds=interval * (seq + 1))
             rows.append([session_id, seq, ts, step, node, user_s, sys_s, mem, mem, cpus])
-        self.store.conn.executemany(
+        self.store.write(lambda cur: cur.executemany(
             "INSERT INTO step_samples (session_id, seq, ts, step, node, nprocs, nthreads,"
             " cpu_user_s, cpu_system_s, rss_bytes, largest_rss_bytes, read_bytes, write_bytes,"
             " rchar, wchar, minor_faults, major_faults, cpus_available)"
             " VALUES (?, ?, ?, ?, ?, 1, 1, ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, ?)",
             rows,
-        )
+        ))
 
     def gpus(
         self,
@@ -146,11 +146,11 @@ class Cluster:
                 ts = T0 + timedelta(seconds=interval * (seq + 1))
                 rows.append([session_id, seq, ts, node, index, f"GPU-{index}", u, power_w,
                              power_w * interval * (seq + 1), [4242] if p else []])
-        self.store.conn.executemany(
+        self.store.write(lambda cur: cur.executemany(
             "INSERT INTO gpu_samples (session_id, seq, ts, node, gpu_index, gpu_uuid, util_pct,"
             " power_w, energy_j, job_pids, other_pids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
             rows,
-        )
+        ))
 
     def process(self, session_id: str, comm: str, samples: int = 3, step: str = "batch") -> None:
         for seq in range(samples):
@@ -473,10 +473,10 @@ def test_gpu_and_system_sections_tag_their_rows(store, cluster, config):
     [report] = analyze_period(store, config, WEEK)
     sections = {s.id: s for s in report.sections}
     [gpu_row] = sections["gpu"].latest_concerning.rows
-    assert (gpu_row["gpu_index"], gpu_row["problems"]) == (0, "gpu_no_process")
+    assert (gpu_row["gpu_index"], gpu_row["problems"]) == (0, ["gpu_no_process"])
     [sys_row] = sections["system"].latest_concerning.rows
-    assert (sys_row["step"], sys_row["problems"]) == ("batch", "high_system_time")
-    assert sections["system"].history.rows[0]["problems"] == "high_system_time"
+    assert (sys_row["step"], sys_row["problems"]) == ("batch", ["high_system_time"])
+    assert sections["system"].history.rows[0]["problems"] == ["high_system_time"]
     assert sections["resources"].latest_concerning.rows == []  # nothing of that section
     assert report.totals["findings"] == {"serious": 1, "medium": 0, "info": 1}
 

@@ -10,7 +10,7 @@ import pytest
 from watcher import spool
 from watcher.records import GpuReading, ProcessSample, SampleRecord, StepSample
 from watcher.store import Store, StoreError, migrations
-from watcher.store.spool_loader import load_spool
+from watcher.store.spool_loader import apply_lines, load_spool
 
 
 def _record(seq, cpu, rss, gpu_pids=(101,)):
@@ -109,3 +109,35 @@ def test_migrations_apply_once_and_newer_stores_are_refused(tmp_path):
 def test_migration_versions_are_unique_and_ordered():
     versions = [m.version for m in migrations()]
     assert versions == sorted(set(versions)) and versions[0] == 1
+
+
+def _sample_tables(store):
+    return {t: store.query(f"SELECT * FROM {t} ORDER BY ALL")
+            for t in ("sessions", "sample_rounds", "step_samples", "process_samples", "gpu_samples")}
+
+
+def test_a_store_of_the_previous_schema_migrates_and_loads(tmp_path):
+    running, finished = tmp_path / "a" / "n1.jsonl", tmp_path / "b" / "n1.jsonl"
+    write_spool(running, samples=3, end=False)
+    write_spool(finished, samples=5)
+    db = tmp_path / "old.duckdb"
+    with Store(db) as store:
+        load_spool(store, running)
+        rounds = store.query("SELECT * FROM sample_rounds ORDER BY seq")
+    # What the schema before sample_rounds left: the same sample rows, no rounds table.
+    conn = duckdb.connect(str(db))
+    conn.execute("DROP TABLE sample_rounds")
+    conn.execute("DELETE FROM schema_migrations WHERE version >= 4")
+    conn.close()
+    with Store(db) as store:
+        assert store.schema_version() == max(m.version for m in migrations())
+        assert store.query("SELECT * FROM sample_rounds ORDER BY seq") == rounds and len(rounds) == 3
+        lines = finished.read_bytes().splitlines()
+        applied = apply_lines(store, lines[3:], session_id="s-1")  # samples 2, 3, 4 and the end
+        assert (applied.accepted, applied.duplicates, applied.ended) == (3, 1, True)
+        after = _sample_tables(store)
+        load_spool(store, finished)
+        assert _sample_tables(store) == after
+    with Store(":memory:") as fresh:
+        load_spool(fresh, finished)
+        assert _sample_tables(fresh) == after

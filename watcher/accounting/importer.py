@@ -29,13 +29,8 @@ from watcher.accounting.parsable import (
     registered_records,
 )
 from watcher.config import Config
-from watcher.slurm.sacct import (
-    DELIMITER,
-    FIELDS,
-    run_sacct,
-    sacct_command,
-    slurm_cluster_name,
-)
+from watcher.slurm.commands import SlurmCommands
+from watcher.slurm.sacct import DELIMITER, FIELDS, sacct_arguments
 from watcher.store import Store, sql_text
 
 _PACKAGE = "watcher.accounting"
@@ -115,7 +110,8 @@ def import_accounting(
                 progress(window)
         return result
 
-    cluster = settings.cluster or slurm_cluster_name(settings.scontrol)
+    slurm = SlurmCommands.from_config(settings)
+    cluster = settings.cluster or slurm.cluster_name()
     now = datetime.now(UTC)
     until = (until or now).astimezone(UTC)
     if since is None:
@@ -130,7 +126,7 @@ def import_accounting(
         raise AccountingError(f"nothing to import: since {since} is not before until {until}")
     result = ImportResult(cluster, user)
     for start, end in windows(since, until, timedelta(days=settings.import_chunk_days)):
-        text = run_sacct(sacct_command(settings.sacct, start, end, user=user))
+        text = slurm.run_sacct(sacct_arguments(start, end, user=user))
         window = load_sacct_output(
             store, text, cluster=cluster, timezone="UTC", since=start, until=end,
             as_user=user, source="sacct",
@@ -156,8 +152,7 @@ def windows(
 def last_imported(store: Store, cluster: str, user: str | None) -> datetime | None:
     """Where the last finished import for this cluster ended; an all-users import also
     counts for each single user."""
-    (last,) = _one(
-        store.conn,
+    (last,) = store.one(
         "SELECT max(window_end) FROM accounting_imports"
         " WHERE cluster = ? AND (as_user IS NULL OR as_user IS NOT DISTINCT FROM ?)",
         [cluster, user],
@@ -188,8 +183,7 @@ def load_sacct_output(
     that cannot be read, AccountingError when the store refuses the records.
     """
     began = time.perf_counter()
-    conn = store.conn
-    with store.transaction():
+    with store.transaction() as conn:
         try:
             records = _stage(conn, text, fields, timezone)  # or SacctFormatError
             jobs = steps = 0
@@ -310,7 +304,7 @@ def _read_source(source: str | Path | TextIO) -> tuple[str, str]:
 
 def _local_zone(store: Store) -> str:
     """This machine's time zone, as DuckDB found it."""
-    return _one(store.conn, "SELECT current_setting('TimeZone')")[0]
+    return store.one("SELECT current_setting('TimeZone')")[0]
 
 
 def _checked_zone(name: str) -> str:

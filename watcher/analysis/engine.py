@@ -1,7 +1,8 @@
 """The analysis engine: the rules of rules.toml run as DuckDB SQL over samples and accounting.
 
 The pipeline, each step a ``.sql`` file next to this module, all in temp tables (``tw_*``) of
-the store's connection:
+a private cursor from the store (so that two analyses, or an analysis and an ingest, never see
+each other's):
 
 1. ``scope.sql``: the jobs to judge and what is known about them (accounting, else sessions);
 2. ``usage.sql``: what they used, from sample deltas over real timestamps, and per-job metrics;
@@ -37,12 +38,6 @@ from watcher.store import Store, named_statements
 
 Progress = Callable[[str], None]
 _PACKAGE = "watcher.analysis"
-_TEMP_TABLES = (
-    "tw_params", "tw_scope_sessions", "tw_scope_jobs", "tw_th", "tw_rules", "tw_exempt",
-    "tw_suppress", "tw_candidates", "tw_session_keys", "tw_jobs", "tw_sessions",
-    "tw_session_steps", "tw_step_usage", "tw_node_memory", "tw_gpu_usage", "tw_gpu_levels",
-    "tw_jupyter", "tw_job_metrics", "tw_findings",
-)
 
 
 class AnalysisError(TuringwatchError):
@@ -60,8 +55,7 @@ def analyze_period(
     period (replacing an earlier run's) and return one report per user, sorted by user."""
     rules = load_rules(config)
     say = progress or (lambda _msg: None)
-    conn = store.conn
-    try:
+    with store.cursor() as conn:  # its own TEMP tables, dropped when it closes
         _prepare(conn, config, rules, session_mode=False, period=period, user=user)
         _run_pipeline(conn, rules, say)
         say("building reports")
@@ -69,10 +63,8 @@ def analyze_period(
             findings = _findings(conn, period.id, in_period_only=True)
             reports = _reports(conn, rules, period, findings)
         say("storing results")
-        _persist(store, rules, period, user, reports, findings)
+        _persist(store, conn, rules, period, user, reports, findings)
         return reports
-    finally:
-        _drop_temp_tables(conn)
 
 
 def analyze_session(store: Store, config: Config, session_ids: list[str]) -> list[Finding]:
@@ -82,13 +74,10 @@ def analyze_session(store: Store, config: Config, session_ids: list[str]) -> lis
     accounting rows for the job when they are there. Exemptions do not apply. Nothing is stored.
     """
     rules = load_rules(config)
-    conn = store.conn
-    try:
+    with store.cursor() as conn:
         _prepare(conn, config, rules, session_mode=True, session_ids=session_ids)
         _run_pipeline(conn, rules, lambda _msg: None)
         return _findings(conn, None, in_period_only=False)
-    finally:
-        _drop_temp_tables(conn)
 
 
 def analyze_job(
@@ -98,28 +87,25 @@ def analyze_job(
     has (a job shorter than one sample has only accounting). Nothing is stored."""
     sessions = [
         row[0]
-        for row in store.execute(
+        for row in store.query(
             "SELECT session_id FROM sessions"
             " WHERE job_id = ? AND (?::VARCHAR IS NULL OR cluster = ?)",
             [job_id, cluster, cluster],
-        ).fetchall()
+        )
     ]
     job_keys = [
         row[0]
-        for row in store.execute(
+        for row in store.query(
             "SELECT cluster || ':' || job_id FROM jobs"
             " WHERE job_id = ? AND (?::VARCHAR IS NULL OR cluster = ?)",
             [job_id, cluster, cluster],
-        ).fetchall()
+        )
     ]
     rules = load_rules(config)
-    conn = store.conn
-    try:
+    with store.cursor() as conn:
         _prepare(conn, config, rules, session_mode=True, session_ids=sessions, job_keys=job_keys)
         _run_pipeline(conn, rules, lambda _msg: None)
         return _findings(conn, None, in_period_only=False)
-    finally:
-        _drop_temp_tables(conn)
 
 
 # -- pipeline --------------------------------------------------------------------------------
@@ -213,11 +199,6 @@ def _run_pipeline(conn: Any, rules: RuleSet, say: Progress) -> None:
             raise AnalysisError(f"rule {rule.id} has no SQL in rules.sql")
         conn.execute(statements[rule.id])
     conn.execute(named_statements(_PACKAGE, "findings.sql")["findings"])
-
-
-def _drop_temp_tables(conn: Any) -> None:
-    for table in _TEMP_TABLES:
-        conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
 @contextmanager
@@ -317,12 +298,11 @@ def _section(
 
     def tagged(row: dict[str, Any], where: Any) -> dict[str, Any]:
         rules = problems.get((section_id, row["job_key"], where), [])
-        return {**row, "job_id": row["job_id_display"], "problems": ", ".join(sorted(set(rules)))}
+        return {**row, "job_id": row["job_id_display"], "problems": sorted(set(rules))}
 
     rows = [tagged(row, where) for row, where in _latest_rows(section_id, parts)]
     history = [
-        {**fam, "problems": ", ".join(
-            r for r in (fam["rules"] or "").split(", ") if section_of.get(r) == section_id)}
+        {**fam, "problems": [r for r in fam["rules"] or [] if section_of.get(r) == section_id]}
         for fam in parts["history"]
         if (section_id != "gpu" or fam["gpu_hours"])
         and (section_id != "system" or fam["sys_samples"])
@@ -363,6 +343,7 @@ def _latest_rows(
 
 def _persist(
     store: Store,
+    cursor: Any,
     rules: RuleSet,
     period: Period,
     user: str | None,
@@ -370,7 +351,7 @@ def _persist(
     findings: list[Finding],
 ) -> None:
     scope = "*" if user is None else user
-    with store.transaction() as conn:
+    with store.transaction(cursor) as conn:  # the cursor whose TEMP tables hold the results
         for table in ("analysis_findings", "analysis_jobs"):
             conn.execute(
                 f"DELETE FROM {table}"

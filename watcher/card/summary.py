@@ -12,9 +12,12 @@ from watcher.store import Store, named_statements
 
 
 def _rows(store: Store, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    cursor = store.execute(sql, params)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    def fetch(cursor: Any) -> list[dict[str, Any]]:
+        cursor.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    return store.read(fetch)
 
 
 def _num(value: Any, digits: int = 3) -> Any:

@@ -60,16 +60,16 @@ class Ledger:
                 f"another mail run holds the sent-ledger {path}; wait for it to finish"
             ) from None
         try:
-            self.conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
-            self.conn.executescript(sql_text("watcher.mailer", "ledger.sql"))
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(sql_text("watcher.mailer", "ledger.sql"))
         except sqlite3.Error as exc:
             self.close()
             raise MailError(f"sent-ledger {path} cannot be opened: {exc}") from None
 
     def entry(self, period: str, user: str) -> LedgerEntry | None:
-        row = self.conn.execute(
+        row = self._db.execute(
             "SELECT period, user_name, state, message_id, recipients, attempts, last_error,"
             " updated_at, sent_at FROM deliveries WHERE period = ? AND user_name = ?",
             (period, user),
@@ -77,7 +77,7 @@ class Ledger:
         return LedgerEntry(*row) if row else None
 
     def entries(self, period: str) -> list[LedgerEntry]:
-        rows = self.conn.execute(
+        rows = self._db.execute(
             "SELECT period, user_name, state, message_id, recipients, attempts, last_error,"
             " updated_at, sent_at FROM deliveries WHERE period = ? ORDER BY user_name",
             (period,),
@@ -86,7 +86,7 @@ class Ledger:
 
     def mark_sending(self, period: str, user: str, message_id: str, recipients: list[str]) -> None:
         """Record, durably, that this letter is about to be handed to the SMTP server."""
-        self.conn.execute(
+        self._db.execute(
             "INSERT INTO deliveries (period, user_name, state, message_id, recipients, attempts,"
             " claimed_by, updated_at) VALUES (?, ?, 'sending', ?, ?, 1, ?, ?)"
             " ON CONFLICT (period, user_name) DO UPDATE SET state = 'sending',"
@@ -98,24 +98,24 @@ class Ledger:
 
     def mark_sent(self, period: str, user: str, note: str | None = None) -> None:
         now = _now()
-        self.conn.execute(
+        self._db.execute(
             "UPDATE deliveries SET state = 'sent', last_error = ?, updated_at = ?, sent_at = ?"
             " WHERE period = ? AND user_name = ?",
             (note, now, now, period, user),
         )
 
     def mark_failed(self, period: str, user: str, error: str) -> None:
-        self.conn.execute(
+        self._db.execute(
             "UPDATE deliveries SET state = 'failed', last_error = ?, updated_at = ?"
             " WHERE period = ? AND user_name = ?",
             (error, _now(), period, user),
         )
 
     def close(self) -> None:
-        conn = getattr(self, "conn", None)
+        conn = getattr(self, "_db", None)
         if conn is not None:
             conn.close()
-            self.conn = None
+            self._db = None
         if not self._lock.closed:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()

@@ -1,19 +1,28 @@
-"""The DuckDB store: the one module that opens it and keeps its schema current.
+"""The DuckDB store: the one module that opens it, keeps its schema current and hands it out.
 
 The schema is the ordered list of ``migrations/NNNN_name.sql`` files. Opening a store applies,
 each in its own transaction, every migration it has not seen, and records it in
 ``schema_migrations``; a store written by a newer turingwatch is refused rather than damaged.
+
+A ``Store`` is the only holder of its DuckDB connection; nobody else names it. Work reaches the
+database through cursors the store hands out, each a connection of its own to the same database
+(``conn.cursor()``): a cursor has its own transaction and its own TEMP tables, so threads never
+share one. Writes are serialised by one lock, so any number of threads may submit them and one
+is applied at a time (DuckDB would otherwise let concurrent writers conflict and fail at
+COMMIT); reads take no lock and see only committed data. This is what a long-running daemon
+needs: one thread ingesting while others read.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 
@@ -23,6 +32,8 @@ if TYPE_CHECKING:
     from watcher.config import Config
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+T = TypeVar("T")
+Cursor = duckdb.DuckDBPyConnection  # what the store hands out: a cursor of its connection
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,10 @@ class Store:
 
     ``Store(path)`` opens (creating parent directories) and migrates; ``Store(":memory:")``
     gives a private in-memory store for tests and one-shot work.
+
+    Use it through ``read(fn)``, ``write(fn)``, ``cursor()``, ``transaction()``, and the
+    one-liners ``query``, ``one`` and ``execute``. All of them may be called from any thread;
+    ``close()`` only once the other threads are done with the store.
     """
 
     def __init__(
@@ -75,9 +90,23 @@ class Store:
         if self.path != ":memory:" and not read_only:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.conn = duckdb.connect(self.path, read_only=read_only, config=config)
+            self._conn = duckdb.connect(self.path, read_only=read_only, config=config)
         except duckdb.Error as exc:
+            # DuckDB lets one process at a time open a file read-write; say who holds it
+            # ("Conflicting lock is held in PROGRAM (PID N)") rather than DuckDB's IO Error.
+            if "Could not set lock" in str(exc):
+                held = re.search(r"held in (.+?) \(PID (\d+)\)", str(exc))
+                who = f" ({held[1]}, pid {held[2]})" if held else ""
+                raise StoreError(
+                    f"store {self.path} is in use by another process{who}: wait until it is done,"
+                    " or stop it"
+                ) from exc
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        # Reentrant: code inside a write that calls execute() or write() again must not hang.
+        self._write_lock = threading.RLock()
+        # DuckDB does not promise that one connection object makes cursors for several threads
+        # at once; making them one at a time costs nothing.
+        self._cursor_lock = threading.Lock()
         if not read_only:
             self.migrate()
         else:
@@ -97,14 +126,12 @@ class Store:
 
     # -- schema ---------------------------------------------------------------------------
     def schema_version(self) -> int:
-        exists = self.conn.execute(
+        exists = self.one(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
-        ).fetchone()[0]
+        )[0]
         if not exists:
             return 0
-        return self.conn.execute(
-            "SELECT coalesce(max(version), 0) FROM schema_migrations"
-        ).fetchone()[0]
+        return self.one("SELECT coalesce(max(version), 0) FROM schema_migrations")[0]
 
     def _check_version(self) -> int:
         current = self.schema_version()
@@ -118,19 +145,20 @@ class Store:
 
     def migrate(self) -> list[int]:
         """Apply the migrations this store has not seen; return their versions."""
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
-            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-        )
+        with self.transaction() as cur:
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
         current = self._check_version()
         applied = []
         for migration in migrations():
             if migration.version <= current:
                 continue
-            with self.transaction():
-                self.conn.execute(migration.sql)
-                self.conn.execute(
+            with self.transaction() as cur:
+                cur.execute(migration.sql)
+                cur.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
                     [migration.version, migration.name],
                 )
@@ -139,27 +167,99 @@ class Store:
 
     # -- use ------------------------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """All or nothing: commit on success, roll back on any exception."""
-        self.conn.execute("BEGIN TRANSACTION")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+    def cursor(self) -> Iterator[Cursor]:
+        """A private cursor, closed (its TEMP tables dropped) at the end of the block.
 
-    def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
-        return self.conn.execute(sql, params) if params is not None else self.conn.execute(sql)
+        For work that needs state of its own, such as an analysis's TEMP tables, so that two
+        of them, or one and an ingest, never see each other's. Each statement on it commits
+        by itself; to write several as one, pass it to ``transaction(cursor)``.
+        """
+        with self._cursor_lock:
+            cur = self._conn.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    @contextmanager
+    def transaction(self, cursor: Cursor | None = None) -> Iterator[Cursor]:
+        """All or nothing, one writer at a time: commit on success, roll back on any exception.
+
+        Runs on ``cursor`` (one from ``cursor()``, whose TEMP tables the writes may read) or
+        else on a private cursor of its own, and holds the store's write lock throughout.
+        """
+        with self._write_lock, (nullcontext(cursor) if cursor is not None else self.cursor()) as cur:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+                _finish(cur)
+            except BaseException:
+                with suppress(duckdb.Error):  # the error that got us here is the one to report
+                    cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")  # a COMMIT that fails rolls back by itself
+
+    def write(self, fn: Callable[[Cursor], T]) -> T:
+        """Run ``fn(cursor)`` in one transaction (see ``transaction``) and return its result."""
+        with self.transaction() as cur:
+            return fn(cur)
+
+    def read(self, fn: Callable[[Cursor], T]) -> T:
+        """Run ``fn(cursor)`` on a private cursor in a read-only transaction; return its result.
+
+        ``fn`` sees one snapshot of committed data, never a write in progress, and takes no
+        lock. It must fetch what it needs before returning: the cursor is closed after.
+        """
+        with self.cursor() as cur:
+            cur.execute("BEGIN TRANSACTION READ ONLY")
+            try:
+                return fn(cur)
+            finally:
+                with suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
+
+    def query(self, sql: str, params: Any = None) -> list[tuple]:
+        """Every row of one read-only statement."""
+        return self.read(lambda cur: _run(cur, sql, params).fetchall())
+
+    def one(self, sql: str, params: Any = None) -> tuple | None:
+        """The first row of one read-only statement (of one row: it reads them all), or None."""
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def execute(self, sql: str, params: Any = None) -> Cursor:
+        """Run one statement, reading or writing, on a cursor of its own, and return that cursor
+        with the result unread (``fetchone``, ``fetchall``, ``description``).
+
+        The statement commits by itself, under the write lock. Meant for one-liners in tests and
+        scripts; code that shares the store with other threads uses ``read``/``write``.
+        """
+        with self._cursor_lock:
+            cur = self._conn.cursor()
+        with self._write_lock:  # the statement runs inside execute(), so under the lock
+            return _run(cur, sql, params)
 
     def close(self) -> None:
-        self.conn.close()
+        """Close the store and every cursor it handed out."""
+        self._conn.close()
 
     def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _run(cur: Cursor, sql: str, params: Any) -> Cursor:
+    return cur.execute(sql, params) if params is not None else cur.execute(sql)
+
+
+def _finish(cur: Cursor) -> None:
+    """Run a statement whose result was left unread to its end: DuckDB 2 refuses to COMMIT
+    over it (1.x reads every result whole, and has no ``complete``)."""
+    complete = getattr(cur, "complete", None)
+    if complete is not None:
+        complete()
 
 
 def named_statements(package: str, name: str) -> dict[str, str]:
