@@ -66,7 +66,7 @@ def main() -> None:
         config = load_config(None, environ={
             "TURINGWATCH_ANALYSIS_RESULT_DIR": str(Path(tmp) / "analysis_result"),
             "TURINGWATCH_SITE_NAME": "Synthetic cluster",
-            "TURINGWATCH_SITE_NEWS": "The new A100 partition is open.",
+            "TURINGWATCH_LETTERS_NEWS": "The new A100 partition is open.",
         })
         period = parse_period("2026-W47", "week", "UTC")
         with Store(store_path) as store:
@@ -78,7 +78,7 @@ def main() -> None:
         print(f"{users} users, {jobs:,} jobs, {findings:,} findings")
 
         plain = dataclasses.replace(
-            config, site=dataclasses.replace(config.site, letter_charts=False))
+            config, letters=dataclasses.replace(config.letters, charts=False))
         _, base = timed("letters without charts (baseline)",
                         lambda: [render_letter(r, rules, plain) for r in reports])
         letters, full = timed("letters with charts",

@@ -102,7 +102,7 @@ def test_a_failed_write_keeps_the_old_bundle(config, reports):
     before = path.read_bytes()
     broken = load_config(None, environ={
         "TURINGWATCH_ANALYSIS_RESULT_DIR": config.analysis.result_dir,
-        "TURINGWATCH_MAIL_SUBJECT": "{nonsense}",
+        "TURINGWATCH_LETTERS_SUBJECT": "{nonsense}",
     })
     with pytest.raises(Exception, match="nonsense"):
         write_bundle(broken, PERIOD, reports)

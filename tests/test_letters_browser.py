@@ -37,7 +37,7 @@ def letter_file(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("letter")
     config = load_config(None, environ={
         "TURINGWATCH_SITE_NAME": "Turing cluster",
-        "TURINGWATCH_SITE_NEWS": "The A100 partition is open.",
+        "TURINGWATCH_LETTERS_NEWS": "The A100 partition is open.",
         "TURINGWATCH_SITE_FEEDBACK_URL": "https://example.org/feedback",
     })
     rules = {r.id: r for r in load_rules(config).rules}

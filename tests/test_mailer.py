@@ -177,7 +177,7 @@ def test_message_id_is_the_same_for_every_try():
 
 def test_dry_run_writes_one_eml_per_user_and_applies_the_skip_list(tmp_path):
     config = load_config(None, environ={
-        "TURINGWATCH_MAIL_DOMAIN": "uni.example", "TURINGWATCH_MAIL_ALL_GOOD": "none",
+        "TURINGWATCH_MAIL_DOMAIN": "uni.example", "TURINGWATCH_LETTERS_ALL_GOOD": "none",
     })
     rules = {r.id: r for r in load_rules(config).rules}
     good = sample_report("erin", jobs=2, period=PERIOD)
@@ -190,7 +190,7 @@ def test_dry_run_writes_one_eml_per_user_and_applies_the_skip_list(tmp_path):
     report = Deliverer(config, outbox=tmp_path).deliver(letters)
     assert [(o.user, o.status) for o in report.outcomes] == [
         ("alice", "written"), ("root", "skipped"), ("erin", "skipped")]
-    assert report.outcomes[2].detail == "no problem found (mail.all_good = none)"
+    assert report.outcomes[2].detail == "no problem found (letters.all_good = none)"
     eml = tmp_path / "2026-W46" / "alice.eml"
     parsed = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
     assert parsed["To"] == "alice@uni.example"

@@ -221,6 +221,7 @@ def test_login_with_a_password_file_and_a_refused_login(tmp_path):
     try:
         secret = tmp_path / "smtp-password"
         secret.write_text("wrong\n")
+        secret.chmod(0o600)  # a secret file others can read is refused
         config = load_config(write_config(tmp_path, controller.port, username="tw",
                                           password_file=str(secret)))
         bundle_for(config, ["alice", "bob"])
@@ -346,7 +347,7 @@ def test_report_card_by_mail(sink, tmp_path):
         send_report_card(config, "bob", "Job 1", "<p>x</p>", "x")
 
 
-def test_mail_command_analyzes_bundles_and_sends(sink, tmp_path):
+def test_mail_command_analyzes_bundles_and_sends(sink, tmp_path, caplog):
     """End to end: accounting in the store -> analysis -> bundle -> letters by SMTP."""
     handler, port = sink
     config_path = write_config(tmp_path, port)
@@ -377,7 +378,7 @@ def test_mail_command_analyzes_bundles_and_sends(sink, tmp_path):
     assert again.exit_code == 0 and "2 already sent" in again.output
     assert len(handler.received) == 2
     assert datetime.now(UTC) > PERIOD.end                  # a finished period: no warning
-    assert "not over yet" not in result.output
+    assert "not over yet" not in result.output + caplog.text
 
 
 def test_an_unfinished_period_is_not_mailed_by_accident(sink, tmp_path):

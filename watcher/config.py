@@ -5,15 +5,35 @@ Values come, lowest precedence first, from the defaults below, a TOML file (``--
 ``TURINGWATCH_<SECTION>_<KEY>`` environment variables. Every value is checked against its
 declared type and bounds; errors name the key and where its value came from.
 
-A section is a frozen dataclass; a field's ``metadata`` carries its help text and bounds
-(see :func:`setting`). Adding a setting is adding one field.
+A section is a frozen dataclass; a field's ``metadata`` carries its help text, bounds and
+whether it is a secret (see :func:`setting`). That table is the one source of ``turingwatch
+config show --defaults`` and of ``docs/settings.md`` (``tests/test_settings_documented.py``
+checks that the file is the rendering of the table).
+
+Adding a setting is adding one field. Adding a section is one dataclass: declare it here, add
+one field of its type to :class:`Config`, regenerate ``docs/settings.md`` (``turingwatch config
+show --defaults --markdown``); the TOML table, the environment names and ``config show`` follow
+from the field. A file with a section of :data:`RESERVED_SECTIONS` (those the daemons of later
+versions read) is refused with "upgrade" until that section is declared; declaring it is enough.
+
+Renamed settings stay readable: :data:`RENAMED_SECTIONS` and :data:`RENAMED_KEYS` map old
+spellings to new ones, in the TOML file and in the environment; each load that meets one logs a
+single warning naming the new spelling (a warning, not an error: ``turingwatch run`` must never
+fail on its configuration). Where a source gives both spellings, the new one wins.
+
+Secrets live in files named by ``*_file`` settings marked ``secret="file"``; :func:`read_secret`
+is the one reader. A setting marked ``secret="value"`` holds the secret itself: ``config show``
+and error messages mask it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
+import math
 import os
+import stat
 import tomllib
 import types
 import typing
@@ -22,12 +42,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from watcher import __version__
 from watcher.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SYSTEM_CONFIG = Path("/etc/turingwatch/turingwatch.toml")
 ENV_PREFIX = "TURINGWATCH_"
 # Variables under the prefix that are not settings (read by other parts of the system).
 _NOT_SETTINGS = {"TURINGWATCH_CONFIG"}
+# Where the site side keeps its files unless told otherwise: the store, bundles, outbox.
+DATA_DIR = "~/.local/share/turingwatch"
+MASK = "********"
+
+# Old spellings that are still read (with a warning), old -> new.
+RENAMED_SECTIONS = {"watcher": "sampler"}
+RENAMED_KEYS = {
+    "site.templates_dir": "letters.templates_dir",
+    "site.letter_max_rows": "letters.max_rows",
+    "site.letter_charts": "letters.charts",
+    "site.letter_url": "letters.url",
+    "site.news": "letters.news",
+    "mail.subject": "letters.subject",
+    "mail.all_good": "letters.all_good",
+}
+# Sections that later versions read (the daemons): a file that has one was written for a
+# newer turingwatch, which deserves a clearer answer than "unknown section".
+RESERVED_SECTIONS = ("server", "auth", "distributor", "web")
 
 
 def setting(
@@ -37,9 +78,14 @@ def setting(
     min: float | None = None,
     max: float | None = None,
     choices: tuple[str, ...] | None = None,
+    secret: typing.Literal["file", "value"] | None = None,
 ) -> Any:
-    """Declare a setting: its default, one line of help, and optional bounds."""
-    meta = {"help": help, "min": min, "max": max, "choices": choices}
+    """Declare a setting: its default, one line of help, and optional bounds.
+
+    ``secret="file"``: the value names a file holding a secret (read it with
+    :func:`read_secret`); ``secret="value"``: the value is the secret, never shown.
+    """
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "secret": secret}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -68,7 +114,7 @@ class SamplerSettings:
 @dataclass(frozen=True)
 class StoreSettings:
     path: str = setting(
-        "~/.local/share/turingwatch/turingwatch.duckdb",
+        f"{DATA_DIR}/turingwatch.duckdb",
         "the DuckDB store used by import-accounting, analyze and mail",
     )
     memory_limit: str = setting("", "DuckDB memory_limit (e.g. '4GB'); empty: DuckDB's default")
@@ -77,8 +123,28 @@ class StoreSettings:
 
 @dataclass(frozen=True)
 class SlurmSettings:
-    sacct: str = setting("sacct", "the sacct command")
-    scontrol: str = setting("scontrol", "the scontrol command")
+    sacct: str = setting("sacct", "the sacct command (import-accounting)")
+    squeue: str = setting("squeue", "the squeue command (a job's time limit and start)")
+    scontrol: str = setting(
+        "scontrol",
+        "the scontrol command (the cluster name; listpids when a job's processes are found "
+        "no other way)",
+    )
+    sbatch: str = setting("sbatch", "the sbatch command (submitting jobs)")
+    salloc: str = setting("salloc", "the salloc command (interactive allocations)")
+    scancel: str = setting("scancel", "the scancel command (cancelling jobs)")
+    command_timeout_s: float = setting(
+        30.0,
+        "seconds squeue, scontrol, sbatch and scancel may take before they are killed",
+        min=1,
+        max=3600,
+    )
+    sacct_timeout_s: float = setting(
+        600.0,
+        "seconds one sacct call (one import window) may take before it is killed",
+        min=1,
+        max=86400,
+    )
     cluster: str = setting("", "cluster name recorded with samples; empty: from Slurm or hostname")
     import_chunk_days: float = setting(
         1.0, "accounting is imported in windows of this many days", min=0.01, max=366
@@ -102,7 +168,9 @@ class AnalysisSettings:
         "week", "period length for analyze and letters", choices=("day", "week", "month")
     )
     timezone: str = setting("UTC", "time zone in which periods are calendar-aligned")
-    result_dir: str = setting("analysis_result", "where period bundles are written")
+    result_dir: str = setting(
+        f"{DATA_DIR}/bundles", "where period bundles (<period>.tar.gz) are written"
+    )
 
 
 @dataclass(frozen=True)
@@ -123,15 +191,28 @@ class SiteSettings:
     feedback_url: str = setting(
         "", "feedback link shown in letters; letter_ref=<period>:<user> is added to it"
     )
+    job_url: str = setting(
+        "",
+        "the web site's page of a job, with {job_id}, {cluster}, {user} and {web_url}, "
+        "e.g. '{web_url}/jobs/{job_id}'; letters link job ids to it; empty: no links",
+    )
+
+
+@dataclass(frozen=True)
+class LettersSettings:
+    subject: str = setting(
+        "{site}: your usage summary for {period}",
+        "letter subject, with {site}, {period}, {user} and {problems} (number of problems)",
+    )
+    all_good: str = setting(
+        "letter",
+        "what users with no problem found get: a short 'all good' letter, or none",
+        choices=("letter", "none"),
+    )
     news: str = setting(
         "", "news from the admins, shown in every letter; blank lines separate paragraphs"
     )
-    job_url: str = setting(
-        "",
-        "link behind a job id in letters, with {job_id}, {cluster}, {user} and {web_url}, "
-        "e.g. '{web_url}/jobs/{job_id}'; empty: job ids are not links",
-    )
-    letter_url: str = setting(
+    url: str = setting(
         "",
         "where a letter can be read on the web site, with {period}, {user} and {web_url}; "
         "empty: no 'read it on the web' link",
@@ -139,10 +220,10 @@ class SiteSettings:
     templates_dir: str = setting(
         "", "directory of letter templates that override the shipped ones (same names)"
     )
-    letter_max_rows: int = setting(
+    max_rows: int = setting(
         15, "rows shown per table in a letter; the rest are counted", min=1, max=1000
     )
-    letter_charts: bool = setting(True, "draw charts of the worst jobs in letters")
+    charts: bool = setting(True, "draw charts of the worst jobs in letters")
 
 
 @dataclass(frozen=True)
@@ -153,7 +234,7 @@ class MailSettings:
         "none", "transport security", choices=("none", "starttls", "ssl")
     )
     username: str = setting("", "SMTP login; empty: no login")
-    password_file: str = setting("", "file holding the SMTP password")
+    password_file: str = setting("", "file holding the SMTP password", secret="file")
     sender: str = setting("turingwatch@localhost", "From address")
     reply_to: str = setting("", "Reply-To address")
     cc: list[str] = setting([], "addresses copied on every letter")
@@ -171,15 +252,6 @@ class MailSettings:
     opt_out_file: str = setting(
         "", "file of users who asked for no letters, one a line ('#' starts a comment)"
     )
-    subject: str = setting(
-        "{site}: your usage summary for {period}",
-        "letter subject, with {site}, {period}, {user} and {problems} (number of problems)",
-    )
-    all_good: str = setting(
-        "letter",
-        "what users with no problem found get: a short 'all good' letter, or none",
-        choices=("letter", "none"),
-    )
     timeout_s: float = setting(30.0, "SMTP connection and command timeout", min=1, max=600)
     retry_attempts: int = setting(
         3, "tries per letter within one run on temporary SMTP errors", min=1, max=20
@@ -187,7 +259,7 @@ class MailSettings:
     retry_backoff_s: float = setting(
         2.0, "wait before the first retry; doubled before each next one", min=0, max=600
     )
-    outbox: str = setting("outbox", "where --dry-run writes .eml files")
+    outbox: str = setting(f"{DATA_DIR}/outbox", "where mail --dry-run writes .eml files")
     ledger: str = setting(
         "", "sent-ledger (SQLite) file; empty: mail-ledger.sqlite3 next to the store"
     )
@@ -201,8 +273,9 @@ class Config:
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     energy: EnergySettings = field(default_factory=EnergySettings)
     site: SiteSettings = field(default_factory=SiteSettings)
+    letters: LettersSettings = field(default_factory=LettersSettings)
     mail: MailSettings = field(default_factory=MailSettings)
-    # "section.key" -> "default" | "file <path>" | "env <NAME>"
+    # "section.key" -> "file <path>" | "file <path>, as <old.key>" | "env <NAME>"; absent: default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     file: Path | None = field(default=None, compare=False)
 
@@ -230,6 +303,74 @@ def env_name(section: str, key: str) -> str:
     return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
 
 
+_TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+
+
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) is list:
+        return f"list of {_TYPE_NAMES[typing.get_args(kind)[0]]}s"
+    return _TYPE_NAMES[kind]
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """One row of the settings table: a setting's declaration, without a value."""
+
+    section: str
+    key: str
+    type: str
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+    secret: str | None = None
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.key}"
+
+    @property
+    def env(self) -> str:
+        return env_name(self.section, self.key)
+
+    def bounds(self) -> str:
+        """The allowed values in words: "0.5 to 3600", "at least 1", "one of: day, week, month"."""
+        if self.choices:
+            return "one of: " + ", ".join(self.choices)
+        if self.min is not None and self.max is not None:
+            return f"{_number(self.min)} to {_number(self.max)}"
+        if self.min is not None:
+            return f"at least {_number(self.min)}"
+        if self.max is not None:
+            return f"at most {_number(self.max)}"
+        return ""
+
+    def shown(self, value: Any) -> Any:
+        """The value as ``config show`` may print it: a secret value is masked once set."""
+        return MASK if self.secret == "value" and value else value
+
+
+def describe() -> list[SettingInfo]:
+    """Every setting of every section in declaration order, with its default and metadata."""
+    rows = []
+    for section, cls in _section_types().items():
+        hints = typing.get_type_hints(cls)
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            rows.append(SettingInfo(
+                section, f.name, _type_name(hints[f.name]), getattr(defaults, f.name),
+                meta["help"], meta.get("min"), meta.get("max"), meta.get("choices"),
+                meta.get("secret"),
+            ))
+    return rows
+
+
 def _describe(origin: str) -> str:
     return "default" if origin == "default" else origin
 
@@ -238,9 +379,10 @@ def _coerce(key: str, kind: Any, raw: Any, origin: str, meta: Mapping[str, Any])
     """Turn a TOML value or environment string into the declared type, or raise ConfigError."""
     from_env = origin.startswith("env ")
     where = f" (from {_describe(origin)})"
+    shown = MASK if meta.get("secret") == "value" else repr(raw)
 
     def fail(why: str) -> ConfigError:
-        return ConfigError(f"{key}: {why}, got {raw!r}{where}")
+        return ConfigError(f"{key}: {why}, got {shown}{where}")
 
     base = kind
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
@@ -277,6 +419,10 @@ def _coerce(key: str, kind: Any, raw: Any, origin: str, meta: Mapping[str, Any])
         if not isinstance(value, int | float):
             raise fail("must be a number")
         value = float(value)
+        # nan compares false with every bound and inf passes an open one: both would slip
+        # through the checks below (an interval of nan seconds spins the sampler).
+        if not math.isfinite(value):
+            raise fail("must be a finite number")
     elif base is str:
         if not isinstance(raw, str):
             raise fail("must be a string")
@@ -313,69 +459,179 @@ def default_config_path(environ: Mapping[str, str] | None = None) -> Path | None
     return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
 
 
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {file} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {file} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+
+
+# A value found for a setting: (where it came from, the raw TOML value or string).
+Found = dict[str, tuple[str, Any]]
+
+
+def _prefer_new(found: Found, old: dict[str, tuple[str, Any, str]], notes: list[str],
+                spell: typing.Callable[[str], str]) -> None:
+    """Add the values given under an old name, unless the same source gave the new name too."""
+    for new, (origin, raw, spelled) in old.items():
+        if new in found:
+            notes.append(f"{spelled} and {spell(new)} are both set: {spell(new)} wins")
+        else:
+            found[new] = (origin, raw)
+
+
+def _file_values(data: Mapping[str, Any], file: Path | None, section_types: Mapping[str, type],
+                 notes: list[str]) -> Found:
+    """The TOML file's values by new dotted key; old spellings are noted and mapped."""
+    fields = {name: [f.name for f in dataclasses.fields(cls)] for name, cls in section_types.items()}
+    found: Found = {}
+    old: dict[str, tuple[str, Any, str]] = {}
+    for name, table in data.items():
+        if name in section_types:
+            target = name
+        elif name in RENAMED_SECTIONS:
+            target = RENAMED_SECTIONS[name]
+            notes.append(f"[{name}] in {file} is now [{target}]")
+        elif name in RESERVED_SECTIONS:
+            raise ConfigError(f"{file}: [{name}] is not supported by turingwatch {__version__}: "
+                              "upgrade, or remove the section")
+        else:
+            raise ConfigError(
+                f"{file}: unknown section [{name}]{_unknown(name, list(section_types))}"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{file}: [{name}] must be a table")
+        for key, raw in table.items():
+            spelled = f"{name}.{key}"
+            new = RENAMED_KEYS.get(spelled)
+            if new is None:
+                if key not in fields[target]:
+                    raise ConfigError(f"{file}: unknown setting {spelled}"
+                                      f"{_unknown(key, fields[target])}")
+                new = f"{target}.{key}"
+            elif target == name:  # a key that moved; a renamed section was noted once above
+                notes.append(f"{spelled} in {file} is now {new}")
+            if new == spelled:
+                found[new] = (f"file {file}", raw)
+            else:
+                old[new] = (f"file {file}, as {spelled}", raw, spelled)
+    _prefer_new(found, old, notes, lambda new: new)
+    return found
+
+
+def _env_values(environ: Mapping[str, str], section_types: Mapping[str, type],
+                notes: list[str]) -> Found:
+    """The environment's values by new dotted key; old variable names are noted and mapped."""
+    names = {env_name(section, f.name): f"{section}.{f.name}"
+             for section, cls in section_types.items() for f in dataclasses.fields(cls)}
+    old_names = {env_name(old, f.name): f"{new}.{f.name}"
+                 for old, new in RENAMED_SECTIONS.items()
+                 for f in dataclasses.fields(section_types[new])}
+    old_names.update({env_name(*old.split(".")): new for old, new in RENAMED_KEYS.items()})
+
+    def spell(dotted: str) -> str:
+        return env_name(*dotted.split("."))
+
+    found: Found = {}
+    old: dict[str, tuple[str, Any, str]] = {}
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or var in _NOT_SETTINGS:
+            continue
+        if var in names:
+            found[names[var]] = (f"env {var}", environ[var])
+        elif var in old_names:
+            new = old_names[var]
+            notes.append(f"{var} is now {spell(new)}")
+            old[new] = (f"env {var}", environ[var], var)
+        else:
+            # Other parts of turingwatch read variables of their own under the prefix
+            # (TURINGWATCH_INTERCEPT_*): only a settings section's prefix is checked.
+            section = var[len(ENV_PREFIX):].split("_", 1)[0].lower()
+            if section in section_types or section in RENAMED_SECTIONS:
+                start = f"{ENV_PREFIX}{section.upper()}_"
+                known = [n for n in [*names, *old_names] if n.startswith(start)]
+                raise ConfigError(f"unknown setting in environment: {var}{_unknown(var, known)}")
+    _prefer_new(found, old, notes, spell)
+    return found
+
+
 def load_config(
     path: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Config:
-    """Build the effective configuration from defaults, the TOML file and the environment."""
+    """Build the effective configuration from defaults, the TOML file and the environment.
+
+    The environment beats the file whichever spelling each uses; within one source a new
+    name beats its old spelling. Old spellings are logged in one warning per load.
+    """
     environ = os.environ if environ is None else environ
     file = Path(path) if path is not None else default_config_path(environ)
-    data: dict[str, Any] = {}
-    if file is not None:
-        try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {file} does not exist") from None
-        except OSError as exc:
-            raise ConfigError(f"config file {file} cannot be read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+    data = _read_toml(file) if file is not None else {}
 
     section_types = _section_types()
-    unknown_sections = set(data) - set(section_types)
-    if unknown_sections:
-        name = sorted(unknown_sections)[0]
-        raise ConfigError(
-            f"{file}: unknown section [{name}]{_unknown(name, list(section_types))}"
-        )
+    notes: list[str] = []
+    in_file = _file_values(data, file, section_types, notes)
+    in_env = _env_values(environ, section_types, notes)
+    if notes:
+        log.warning("configuration: old setting names, still read; rename them "
+                    "(docs/settings.md): %s", "; ".join(notes))
 
     sources: dict[str, str] = {}
     built: dict[str, Any] = {}
-    env_known: set[str] = set()
     for section, cls in section_types.items():
-        table = data.get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{file}: [{section}] must be a table")
         hints = typing.get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for key in table:
-            if key not in fields:
-                raise ConfigError(
-                    f"{file}: unknown setting {section}.{key}{_unknown(key, list(fields))}"
-                )
         values: dict[str, Any] = {}
-        for name, f in fields.items():
-            dotted = f"{section}.{name}"
-            var = env_name(section, name)
-            env_known.add(var)
-            if var in environ:
-                origin, raw = f"env {var}", environ[var]
-            elif name in table:
-                origin, raw = f"file {file}", table[name]
-            else:
+        for f in dataclasses.fields(cls):
+            dotted = f"{section}.{f.name}"
+            given = in_env.get(dotted) or in_file.get(dotted)
+            if given is None:
                 continue
-            values[name] = _coerce(dotted, hints[name], raw, origin, f.metadata)
+            origin, raw = given
+            values[f.name] = _coerce(dotted, hints[f.name], raw, origin, f.metadata)
             sources[dotted] = origin
         built[section] = cls(**values)
-
-    for var in environ:
-        if var.startswith(ENV_PREFIX) and var not in env_known and var not in _NOT_SETTINGS:
-            section = var[len(ENV_PREFIX) :].split("_", 1)[0].lower()
-            if section in section_types:
-                known = [env_name(section, f.name) for f in dataclasses.fields(section_types[section])]
-                raise ConfigError(f"unknown setting in environment: {var}{_unknown(var, known)}")
     return Config(**built, sources=sources, file=file)
 
 
 def expand_path(value: str) -> Path:
     """A configured path with ~ and environment variables expanded."""
     return Path(os.path.expandvars(os.path.expanduser(value)))
+
+
+def read_secret(settings: Any, name: str) -> str | None:
+    """The secret held in the file that setting ``name`` of a section names; None when unset.
+
+    ``settings`` is a section (``config.mail``) and ``name`` one of its ``secret="file"``
+    settings. One trailing newline is stripped. A file that is missing, unreadable, not a
+    regular file, empty, or readable by every user is refused with a ConfigError that names
+    the setting: a secret others can read is no longer one.
+    """
+    spec = next((f for f in dataclasses.fields(settings) if f.name == name), None)
+    if spec is None or spec.metadata.get("secret") != "file":
+        raise TypeError(f"{type(settings).__name__}.{name} is not a secret file setting")
+    value = getattr(settings, name)
+    if not value:
+        return None
+    section = {cls: s for s, cls in _section_types().items()}.get(type(settings), "?")
+    key, path = f"{section}.{name}", expand_path(value)
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{key}: {path} is not a file")
+        if st.st_mode & stat.S_IROTH:
+            raise ConfigError(f"{key}: {path} can be read by every user; "
+                              f"make it private: chmod 600 {path}")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{key}: {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"{key}: {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
+    secret = text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+    if not secret:
+        raise ConfigError(f"{key}: {path} is empty")
+    return secret

@@ -123,8 +123,8 @@ class Deliverer:
     def deliver_one(self, letter: RenderedLetter) -> Outcome:
         user, mail = letter.user, self.config.mail
         reason = self.policy.skip_reason(user)
-        if reason is None and letter.problems == 0 and mail.all_good == "none":
-            reason = "no problem found (mail.all_good = none)"
+        if reason is None and letter.problems == 0 and self.config.letters.all_good == "none":
+            reason = "no problem found (letters.all_good = none)"
         if reason:
             return Outcome(user, SKIPPED, reason)
         try:

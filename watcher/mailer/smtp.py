@@ -12,7 +12,8 @@ import ssl
 from email.message import EmailMessage
 from email.utils import parseaddr
 
-from watcher.config import MailSettings, expand_path
+from watcher.config import MailSettings, read_secret
+from watcher.errors import ConfigError
 from watcher.mailer.errors import DeliveryError, MailError, Unconfirmed
 
 
@@ -24,13 +25,11 @@ class ServerUnreachable(DeliveryError):
 
 
 def read_password(settings: MailSettings) -> str | None:
-    if not settings.password_file:
-        return None
-    path = expand_path(settings.password_file)
+    """The SMTP password from ``mail.password_file``; None when no file is configured."""
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise MailError(f"mail.password_file {path} cannot be read: {exc.strerror}") from None
+        return read_secret(settings, "password_file")
+    except ConfigError as exc:  # a mail configuration problem, reported as the mailer's own
+        raise MailError(str(exc)) from None
 
 
 def _answer(code: int, text: bytes | str) -> str:
