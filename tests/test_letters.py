@@ -14,20 +14,20 @@ from watcher.config import load_config
 from watcher.letters import LetterError, render_letter
 from watcher.letters.charts import cores_chart, gpu_chart
 from watcher.letters.digest import pick_advice
-from watcher.letters.formatting import by_name, duration, number, percent, size
-from watcher.letters.render import text_table
 from watcher.letters.sample import sample_report
 from watcher.letters.view import build_view, letter_columns, period_label
 from watcher.markup import light_markdown, plain
+from watcher.templating import text_table
+from watcher.units import by_name, duration, number, percent, size
 
 SITE_ENV = {
     "TURINGWATCH_SITE_NAME": "Turing cluster",
     "TURINGWATCH_SITE_CONTACT": "HPC support <hpc-support@example.org>",
     "TURINGWATCH_SITE_FEEDBACK_URL": "https://example.org/feedback?form=letters",
-    "TURINGWATCH_SITE_NEWS": "The A100 partition is open: `-p a100`.\n\nMaintenance on 3 Dec.",
+    "TURINGWATCH_LETTERS_NEWS": "The A100 partition is open: `-p a100`.\n\nMaintenance on 3 Dec.",
     "TURINGWATCH_SITE_WEB_URL": "https://hpc.example.org/usage/",
     "TURINGWATCH_SITE_JOB_URL": "{web_url}/jobs/{cluster}/{job_id}",
-    "TURINGWATCH_SITE_LETTER_URL": "{web_url}/letters/{period}/{user}",
+    "TURINGWATCH_LETTERS_URL": "{web_url}/letters/{period}/{user}",
 }
 
 
@@ -157,6 +157,19 @@ def test_tldr_puts_the_most_severe_and_widespread_problems_first(config, rules):
     assert f"({percent(100 * used / reserved)})" in top.evidence
 
 
+def test_the_evidence_comes_from_the_resource_the_rule_declares(config, rules):
+    # The id says nothing about time; the declared resource does.
+    report = sample_report("alice", jobs=2)
+    job = report.jobs[0]
+    report.findings[:] = [Finding("short_jobs", "info", "alice", job["job_id"], None, "turing",
+                                  metrics={"job_key": job["job_key"]})]
+    [plain] = pick_advice(report, rules)
+    assert plain.evidence is None      # workflow: no used-versus-reserved pair
+    timed = {**rules, "short_jobs": dataclasses.replace(rules["short_jobs"], resource="time")}
+    [advice] = pick_advice(report, timed)
+    assert advice.evidence.startswith("Together they ran for ")
+
+
 def test_headline_gives_the_share_of_reserved_core_hours(config, rules):
     report = sample_report("alice")
     view = build_view(report, rules, config, charts=[])
@@ -175,7 +188,7 @@ def test_subject_and_analysis_id(letter):
 
 
 def test_a_bad_subject_template_names_the_setting(rules):
-    config = load_config(None, environ={"TURINGWATCH_MAIL_SUBJECT": "{site} {week}"})
+    config = load_config(None, environ={"TURINGWATCH_LETTERS_SUBJECT": "{site} {week}"})
     with pytest.raises(LetterError, match=r"\{week\}"):
         render_letter(sample_report("alice"), rules, config)
 
@@ -246,7 +259,7 @@ def test_text_part_says_the_same(letter):
 
 
 def test_long_tables_are_cut_and_counted(config, rules):
-    short = dataclasses.replace(config, site=dataclasses.replace(config.site, letter_max_rows=3))
+    short = dataclasses.replace(config, letters=dataclasses.replace(config.letters, max_rows=3))
     report = sample_report("alice", jobs=10)
     view = build_view(report, rules, short, charts=[])
     table = table_of(view, "resources", "latest_concerning")
@@ -259,9 +272,11 @@ def test_letters_show_a_readable_subset_of_columns():
         columns=["job_id", "node", "step", "energy_wh", "cpu_efficiency", "problems"],
         headings={}, help={},
         rows=[{"job_id": "1", "node": "n1", "step": None, "energy_wh": 3.0,
-               "cpu_efficiency": 0.2, "problems": "cpu_underuse"}],
+               "cpu_efficiency": 0.2, "problems": ["cpu_underuse"]}],
     )
     assert letter_columns(table) == ["job_id", "cpu_efficiency", "problems"]
+    table.rows[0]["problems"] = []       # the engine's form: a list of rule ids, here none
+    assert letter_columns(table) == ["job_id", "cpu_efficiency"]
     unknown = Table(columns=["a", "b"], headings={}, help={}, rows=[{"a": 1, "b": None}])
     assert letter_columns(unknown) == ["a"]
 
@@ -293,7 +308,7 @@ def test_all_good_letter(config, rules):
         section.latest_concerning.rows.clear()
         for table in (section.all_latest, section.history):
             for row in table.rows if table else []:
-                row["problems"] = ""
+                row["problems"] = []
     letter = render_letter(report, rules, config)
     assert letter.problems == 0
     assert "Nothing to change." in letter.html
@@ -356,12 +371,12 @@ def test_tldr_names_one_change_per_resource_before_repeating_one(config, rules):
 
 
 def test_concerning_rows_that_make_the_letter_are_the_worst(config, rules):
-    short = dataclasses.replace(config, site=dataclasses.replace(config.site, letter_max_rows=2))
+    short = dataclasses.replace(config, letters=dataclasses.replace(config.letters, max_rows=2))
     report = sample_report("alice", jobs=2)
     table = report.sections[0].latest_concerning
     table.rows[:] = [
         {"job_id": "1", "problems": "time_limit_underuse"},
-        {"job_id": "2", "problems": "memory_underuse, time_limit_underuse"},
+        {"job_id": "2", "problems": ["memory_underuse", "time_limit_underuse"]},
         {"job_id": "3", "problems": "cpu_underuse"},
     ]
     view = build_view(report, rules, short, charts=[])

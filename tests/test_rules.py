@@ -11,7 +11,13 @@ from click.testing import CliRunner
 
 from watcher.analysis.engine import rule_statements
 from watcher.analysis.periods import PeriodError, parse_period
-from watcher.analysis.rules import RuleError, load_rules
+from watcher.analysis.rules import (
+    RESOURCES,
+    SECTIONS,
+    RuleError,
+    load_rules,
+    packaged_rules_text,
+)
 from watcher.cli import cli
 from watcher.config import load_config
 
@@ -75,6 +81,8 @@ def test_a_site_file_overlays_only_what_it_names(tmp_path):
         ("[rules.cpu_underuse]\nseverity = \"urgent\"\n", "severity must be one of"),
         ("[rules.cpu_underuse]\nenabeld = false\n", "unknown key 'enabeld'"),
         ("[rules.cpu_underuse]\nsuppressed_by = [\"nope\"]\n", "unknown rule 'nope'"),
+        ("[rules.cpu_underuse]\nsection = \"gpu\"\n", "rule cpu_underuse: section is 'resources'"),
+        ("[rules.gpu_underuse]\nresource = \"cpu\"\n", "rule gpu_underuse: resource is 'gpu'"),
         ("[rules.cpu_underuse]\nexempt_users = \"bob\"\n", "must be a list of strings"),
         ("[exempt]\ngroups = []\n", "unknown key exempt.groups"),
         ("[rules\n", "not valid TOML"),
@@ -85,6 +93,35 @@ def test_rule_file_errors_name_the_problem(tmp_path, text, message):
     site.write_text(text)
     with pytest.raises(RuleError, match=message.replace("(", r"\(").replace("[", r"\[")):
         load_rules(_config(site))
+
+
+def test_every_rule_declares_its_section_and_resource():
+    rules = load_rules(_config()).rules
+    assert {r.section for r in rules} == set(SECTIONS)
+    assert {r.resource for r in rules} <= set(RESOURCES)
+    by_id = {r.id: r.resource for r in rules}
+    assert (by_id["serial_many_cores"], by_id["try_splitting"], by_id["memory_underuse"],
+            by_id["time_limit_underuse"]) == ("cpu", "gpu", "memory", "time")
+
+
+def test_a_site_file_may_repeat_a_rule_section_but_not_change_it(tmp_path):
+    site = tmp_path / "rules.toml"
+    site.write_text('[rules.cpu_underuse]\nsection = "resources"\nresource = "cpu"\n')
+    assert load_rules(_config(site)).get("cpu_underuse").resource == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("line", "instead", "message"),
+    [('resource = "cpu"\n', 'resource = "network"\n', "resource must be one of cpu, gpu"),
+     ('section = "resources"\n', 'section = "storage"\n', "section must be one of resources"),
+     ('resource = "cpu"\n', "", "resource must be a non-empty string")],
+)
+def test_an_unknown_section_or_resource_names_the_rule(monkeypatch, line, instead, message):
+    # The first rule of the packaged file is cpu_underuse.
+    text = packaged_rules_text().replace(line, instead, 1)
+    monkeypatch.setattr("watcher.analysis.rules.packaged_rules_text", lambda: text)
+    with pytest.raises(RuleError, match=f"rule cpu_underuse: {message}"):
+        load_rules(_config())
 
 
 def test_a_missing_rule_file_is_a_clear_error(tmp_path):
@@ -160,8 +197,8 @@ def test_analyze_command_prints_json_findings(tmp_path):
         s.execute(
             "INSERT INTO jobs (cluster, job_id, job_id_display, user_name, state, start_time,"
             " end_time, time_limit_s, elapsed_s, nnodes, ncpus, req_mem_bytes, total_cpu_s)"
-            " VALUES ('c', 7, '7', 'alice', 'COMPLETED', '2026-11-17 10:00+00',"
-            " '2026-11-17 11:00+00', 86400, 3600, 1, 4, 1073741824, 3600)"
+            " VALUES ('c', 7, '7', 'alice', 'COMPLETED', '2026-11-17 10:00:00+00',"
+            " '2026-11-17 11:00:00+00', 86400, 3600, 1, 4, 1073741824, 3600)"
         )
     env = {"TURINGWATCH_STORE_PATH": str(store)}
     result = CliRunner().invoke(

@@ -29,6 +29,7 @@ class RuleInfo:
     solution: str
     solution_type: str      # "code_or_request" | "profiling" | "consultation" | "other"
     enabled: bool = True
+    resource: str = ""      # what it is about: "cpu" | "gpu" | "memory" | "time" | …; "" unknown
     thresholds: dict[str, Any] = field(default_factory=dict)
     min_runtime_s: float = 0.0             # jobs that ran less are not judged by the rule
     suppressed_by: tuple[str, ...] = ()    # rules that, found on the same job, make it redundant

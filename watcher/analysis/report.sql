@@ -61,10 +61,11 @@ GROUP BY user_name
 ORDER BY user_name;
 
 -- name: history
--- Per user and job family, over all stored jobs of the families seen in the period.
+-- Per user and job family, over all stored jobs of the families seen in the period; rules is
+-- the list of rule ids found on any job of the family (sorted), NULL when none.
 WITH family_rules AS (
     SELECT j.user_name, j.job_name, j.submit_line,
-           string_agg(DISTINCT f.rule, ', ' ORDER BY f.rule) AS rules
+           list(DISTINCT f.rule ORDER BY f.rule) AS rules
     FROM tw_findings f JOIN tw_job_metrics j USING (job_key)
     GROUP BY ALL
 ),

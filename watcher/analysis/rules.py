@@ -2,7 +2,10 @@
 
 The packaged ``rules.toml`` holds every rule with its documented defaults. A site rule file
 (``[analysis] rules_file``) has the same shape and is laid over it key by key; it may tune,
-disable or exempt rules but not add new ones, because a rule is SQL in this package.
+disable or exempt rules but not add new ones, because a rule is SQL in this package. For the
+same reason it may not move a rule to another ``section`` or ``resource``: both say what the
+rule's SQL measures (the section's tables are where its problems are shown; the resource is
+whose used-versus-reserved numbers back its advice in a letter).
 """
 
 from __future__ import annotations
@@ -15,13 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from watcher.analysis.model import SEVERITY_ORDER, RuleInfo
+from watcher.analysis.sections import SECTIONS as _SECTION_SPECS
 from watcher.config import Config, expand_path
 from watcher.errors import TuringwatchError
 
 EXEMPT_KINDS = ("users", "accounts", "partitions", "qos")
-SECTIONS = ("resources", "gpu", "system")
+SECTIONS = tuple(spec.id for spec in _SECTION_SPECS)
+# What a rule is about. The letters' advice backs cpu, gpu, memory and time rules with the
+# jobs' used-versus-reserved numbers of that resource, and names one change per resource first.
+RESOURCES = ("cpu", "gpu", "memory", "time", "io", "workflow")
 SOLUTION_TYPES = ("code_or_request", "profiling", "consultation", "other")
-_TEXT_KEYS = ("title", "section", "severity", "solution_type", "cause", "impact", "solution")
+_TEXT_KEYS = ("title", "section", "resource", "severity", "solution_type", "cause", "impact",
+              "solution")
+_FIXED_KEYS = ("section", "resource")    # what the rule's SQL measures: not a site's to change
 _RULE_KEYS = {
     *_TEXT_KEYS,
     "enabled",
@@ -58,6 +67,11 @@ class RuleSet:
 
 def packaged_rules_text() -> str:
     return resources.files("watcher.analysis").joinpath("rules.toml").read_text("utf-8")
+
+
+def packaged_rules() -> RuleSet:
+    """The shipped rules with their defaults, without any site file (previews, samples)."""
+    return _build(_parse(packaged_rules_text(), "packaged rules.toml"), "packaged defaults")
 
 
 def load_rules(config: Config) -> RuleSet:
@@ -105,6 +119,12 @@ def _overlay(base: dict[str, Any], site: dict[str, Any], where: str) -> dict[str
             raise RuleError(f"{where}: unknown rule {rule_id!r}; see `turingwatch rules`")
     for rule_id, rule in base["rules"].items():
         change = site_rules.get(rule_id, {})
+        for key in _FIXED_KEYS:
+            if key in change and change[key] != rule.get(key):
+                raise RuleError(
+                    f"{where}: rule {rule_id}: {key} is {rule.get(key)!r} in the rule's SQL and "
+                    "cannot be changed by a site file"
+                )
         out = {**rule, **{k: v for k, v in change.items() if k != "thresholds"}}
         thresholds = dict(rule.get("thresholds", {}))
         for key, value in change.get("thresholds", {}).items():
@@ -145,6 +165,8 @@ def _build(data: dict[str, Any], source: str) -> RuleSet:
             raise RuleError(f"{where}: severity must be one of {', '.join(SEVERITY_ORDER)}")
         if raw["section"] not in SECTIONS:
             raise RuleError(f"{where}: section must be one of {', '.join(SECTIONS)}")
+        if raw["resource"] not in RESOURCES:
+            raise RuleError(f"{where}: resource must be one of {', '.join(RESOURCES)}")
         if raw["solution_type"] not in SOLUTION_TYPES:
             raise RuleError(f"{where}: solution_type must be one of {', '.join(SOLUTION_TYPES)}")
         enabled = raw.get("enabled", True)
@@ -181,6 +203,7 @@ def _build(data: dict[str, Any], source: str) -> RuleSet:
                 solution=raw["solution"].strip(),
                 solution_type=raw["solution_type"],
                 enabled=enabled,
+                resource=raw["resource"],
                 thresholds=dict(thresholds),
                 min_runtime_s=float(min_runtime),
                 suppressed_by=tuple(suppressed_by),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from watcher import __version__, units
+from watcher import __version__
 from watcher.card.svg import line_chart
 from watcher.templating import environment
 
@@ -64,6 +64,5 @@ def render_report_html(summary: dict[str, Any]) -> str:
     return template.render(
         s=summary,
         charts=charts(summary),
-        u=units,
         version=__version__,
     )

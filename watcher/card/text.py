@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import textwrap
+from functools import partial
 from typing import Any
 
-from watcher.units import human_bytes, human_duration, human_energy, percent
+from watcher.units import NA, clock, energy, percent, share, size
 
 _BAR = 24
+# The card is sentences, not a table: a missing number reads "n/a", not a dash.
+_size = partial(size, missing=NA)
+_share = partial(share, missing=NA)
 
 
 def _bar(share: float) -> str:
@@ -32,9 +36,9 @@ def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> st
     lines.append(f"  {job} on {nodes} · {status}")
 
     limit = s.get("time_limit_s")
-    elapsed = human_duration(s.get("elapsed_s"))
+    elapsed = clock(s.get("elapsed_s"))
     if limit:
-        elapsed += f" of {human_duration(limit)} limit ({percent(s.get('time_limit_share'))} used)"
+        elapsed += f" of {clock(limit)} limit ({_share(s.get('time_limit_share'))} used)"
     lines.append(_line("Elapsed", elapsed))
 
     cores = s.get("cores_available")
@@ -43,8 +47,8 @@ def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> st
     lines.append(
         _line(
             "CPU",
-            f"{percent(s.get('cpu_efficiency'))} efficiency: {cpu_total:.1f} core-s used "
-            f"of {cores or '?'} cores × {human_duration(s.get('elapsed_s'))}"
+            f"{_share(s.get('cpu_efficiency'))} efficiency: {cpu_total:.1f} core-s used "
+            f"of {cores or '?'} cores × {clock(s.get('elapsed_s'))}"
             + (f" (mean {mean:.2f} cores busy)" if mean is not None else ""),
         )
     )
@@ -55,12 +59,12 @@ def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> st
     if dist:
         lines.append(_line("Cores busy", "share of the time with N cores busy (partly busy: rounded up)"))
         for row in dist:
-            lines.append(_line("", f"{row['cores']:>3} {_bar(row['share'])} {percent(row['share'])}"))
+            lines.append(_line("", f"{row['cores']:>3} {_bar(row['share'])} {_share(row['share'])}"))
 
     peak, requested = s.get("peak_rss_bytes"), s.get("mem_requested_bytes")
-    memory = f"peak {human_bytes(peak)}"
+    memory = f"peak {_size(peak)}"
     if requested:
-        memory += f" of {human_bytes(requested)} requested per node ({percent(s.get('mem_used_share'))})"
+        memory += f" of {_size(requested)} requested per node ({_share(s.get('mem_used_share'))})"
     lines.append(_line("Memory", memory))
 
     for gpu in s.get("gpus", []):
@@ -68,13 +72,13 @@ def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> st
         util = gpu["mean_util_pct"]
         text = (
             f"{gpu.get('name') or gpu['uuid']}: mean util "
-            + (f"{util:.0f}%" if util is not None else "n/a")
-            + f", memory {human_bytes(gpu['peak_mem_used_bytes'])}"
-            + f" of {human_bytes(gpu['mem_total_bytes'])}, energy {human_energy(gpu['energy_j'])}"
+            + percent(util, missing=NA)
+            + f", memory {_size(gpu['peak_mem_used_bytes'])}"
+            + f" of {_size(gpu['mem_total_bytes'])}, energy {energy(gpu['energy_j'])}"
         )
         lines.append(_line(label, text))
         if gpu.get("no_process_share"):
-            lines.append(_line("", f"no process of the job on it {percent(gpu['no_process_share'])}"
+            lines.append(_line("", f"no process of the job on it {_share(gpu['no_process_share'])}"
                                " of the time"))
 
     if s.get("steps"):
@@ -84,8 +88,8 @@ def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> st
             lines.append(
                 _line(
                     "",
-                    f"{step['step']:<12}{cpu:>10.1f}{percent(step['cpu_efficiency']):>7}"
-                    f"{human_bytes(step['peak_rss_bytes']):>14}",
+                    f"{step['step']:<12}{cpu:>10.1f}{_share(step['cpu_efficiency']):>7}"
+                    f"{_size(step['peak_rss_bytes']):>14}",
                 )
             )
 
@@ -96,7 +100,7 @@ def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> st
                 _line(
                     "",
                     f"{proc['comm']:<16} pid {proc['pid']:<8} step {proc['step']:<8}"
-                    f"{proc['cpu_s'] or 0:>9.1f} s CPU {human_bytes(proc['peak_rss_bytes']):>11}",
+                    f"{proc['cpu_s'] or 0:>9.1f} s CPU {_size(proc['peak_rss_bytes']):>11}",
                 )
             )
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 import re
 import tarfile
 import time
@@ -41,6 +40,7 @@ from watcher.analysis.model import (
     to_json,
 )
 from watcher.config import Config, expand_path
+from watcher.files import atomic_open
 from watcher.letters.render import RenderedLetter, render_letter
 from watcher.letters.view import LetterError
 
@@ -123,7 +123,6 @@ def write_bundle(
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BundleError(f"cannot create {target.parent}: {exc.strerror}") from None
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     now = time.time()
     manifest = {
         "format": FORMAT,
@@ -135,20 +134,16 @@ def write_bundle(
     }
     say = progress or (lambda _msg: None)
     try:
-        with tarfile.open(temp, "w:gz", compresslevel=6) as tar:
+        with atomic_open(target) as out, tarfile.open(
+            fileobj=out, mode="w:gz", compresslevel=6
+        ) as tar:
             _add(tar, f"{period.id}/manifest.json", _json_bytes(manifest), now)
             for number, report in enumerate(sorted(reports, key=lambda r: r.user), 1):
                 say(f"letter {number}/{len(reports)}: {report.user}")
                 letter = render_letter(report, rules, config)
                 _add_user(tar, f"{period.id}/users/{report.user}", report, letter, now)
-        with open(temp, "rb") as done:
-            os.fsync(done.fileno())
-        os.replace(temp, target)
-    except BaseException as exc:
-        temp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise BundleError(f"cannot write bundle {target}: {exc.strerror or exc}") from None
-        raise
+    except OSError as exc:
+        raise BundleError(f"cannot write bundle {target}: {exc.strerror or exc}") from None
     return target
 
 

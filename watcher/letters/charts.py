@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from watcher.letters.formatting import number, percent, plural
+from watcher.units import number, percent, plural
 
 SCALE = 2                 # pixels drawn per displayed pixel
 WIDTH = 660               # displayed width, fits the letter's 712 px column

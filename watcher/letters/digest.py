@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from watcher.analysis.model import SEVERITY_ORDER, Finding, RuleInfo, UserReport
-from watcher.letters.formatting import duration, number, percent, plural, size
+from watcher.units import duration, number, percent, plural, size
 
 Job = Mapping[str, Any]
 
@@ -32,28 +32,27 @@ def _gpu_busy_hours(job: Job) -> float | None:
 class Usage:
     """A used-versus-reserved pair of job numbers, and how to say it."""
 
-    keywords: tuple[str, ...]           # rules whose id contains one are explained by it
     used: Callable[[Job], float | None]
     reserved: Callable[[Job], float | None]
     words: str                          # a sentence with {used}, {reserved} and {share}
     fmt: Callable[[Any], str]
 
 
-CORES = Usage(("cpu", "concurrency", "compute", "serial", "jupyter"),
-              lambda j: _num(j, "busy_core_hours"), lambda j: _num(j, "core_hours"),
+CORES = Usage(lambda j: _num(j, "busy_core_hours"), lambda j: _num(j, "core_hours"),
               "Together they used {used} of the {reserved} core-hours they reserved ({share}).",
               number)
-GPUS = Usage(("gpu", "splitting"), _gpu_busy_hours, lambda j: _num(j, "gpu_hours"),
+GPUS = Usage(_gpu_busy_hours, lambda j: _num(j, "gpu_hours"),
              "Their GPUs were busy for {used} of the {reserved} GPU-hours reserved ({share}).",
              number)
-MEMORY = Usage(("memory",), lambda j: _num(j, "peak_rss_bytes"),
+MEMORY = Usage(lambda j: _num(j, "peak_rss_bytes"),
                lambda j: _num(j, "requested_mem_bytes"),
                "Their memory peaks add up to {used} of the {reserved} they requested ({share}).",
                size)
-TIME = Usage(("time_limit",), lambda j: _num(j, "elapsed_s"), lambda j: _num(j, "time_limit_s"),
+TIME = Usage(lambda j: _num(j, "elapsed_s"), lambda j: _num(j, "time_limit_s"),
              "Together they ran for {used} of the {reserved} they asked for ({share}).",
              duration)
-USAGES = (CORES, GPUS, MEMORY, TIME)
+# By the resource a rule declares in rules.toml; the other resources have no such pair.
+USAGES = {"cpu": CORES, "gpu": GPUS, "memory": MEMORY, "time": TIME}
 
 
 @dataclass(frozen=True)
@@ -109,15 +108,15 @@ class JobIndex:
         return list(found.values())
 
 
-def usage_of(rule_id: str) -> Usage | None:
-    """The resource a rule is about, told by its id ('gpu_underuse' -> GPUS)."""
-    return next((u for u in USAGES if any(word in rule_id for word in u.keywords)), None)
+def usage_of(rule: RuleInfo) -> Usage | None:
+    """The used-versus-reserved pair of the resource the rule declares (gpu -> GPUS)."""
+    return USAGES.get(rule.resource)
 
 
-def evidence(rule_id: str, findings: Sequence[Finding], jobs: JobIndex
+def evidence(rule: RuleInfo, findings: Sequence[Finding], jobs: JobIndex
              ) -> tuple[str | None, float]:
-    """The numbers behind a rule: the usage pair its id names, over the jobs it flagged."""
-    usage = usage_of(rule_id)
+    """The numbers behind a rule: its resource's usage pair, over the jobs it flagged."""
+    usage = usage_of(rule)
     said = measure(jobs.jobs_of(findings), usage) if usage else None
     return said if said else (None, 1.0)
 
@@ -149,7 +148,7 @@ def pick_advice(
     for rule_id, found in by_rule.items():
         rule = rules.get(rule_id) or fallback_rule(rule_id, found[0].severity)
         jobs = {(f.cluster, f.job_id) for f in found if f.job_id is not None}
-        said, share = evidence(rule_id, found, index)
+        said, share = evidence(rule, found, index)
         advice.append(Advice(rule, len(jobs) or len(found), said, first_sentence(rule.solution),
                              problem_anchor(rule_id), share))
     advice.sort(key=lambda a: (
@@ -157,8 +156,8 @@ def pick_advice(
     ))
     first, rest, seen = [], [], set()
     for item in advice:
-        usage = usage_of(item.rule.id)
-        topic = usage.keywords if usage else item.rule.id
+        # A rule the rule set does not describe has no resource: it is a topic of its own.
+        topic = item.rule.resource or f"rule:{item.rule.id}"
         (rest if topic in seen else first).append(item)
         seen.add(topic)
     return (first + rest)[:limit]

@@ -6,7 +6,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import css_inline
 import jinja2
@@ -14,12 +13,10 @@ import jinja2
 from watcher.analysis.model import RuleInfo, UserReport
 from watcher.config import Config, expand_path
 from watcher.letters.charts import letter_charts
-from watcher.letters.formatting import plural
-from watcher.letters.view import LetterError, LetterView, TableView, build_view
-from watcher.markup import light_markdown, plain
+from watcher.letters.view import LetterError, LetterView, build_view
+from watcher.templating import environment
 
 HTML_TEMPLATE, TEXT_TEMPLATE = "letter.html.j2", "letter.txt.j2"
-_TEXT_CELL_MAX = 38
 
 
 @dataclass(frozen=True)
@@ -37,61 +34,6 @@ class RenderedLetter:
     @property
     def analysis_id(self) -> str:
         return f"{self.period}:{self.user}"
-
-
-def shipped_templates() -> Path:
-    """``watcher/templates`` when installed, else ``templates/`` at the top of the source tree."""
-    package = Path(__file__).resolve().parent.parent
-    for candidate in (package / "templates", package.parent / "templates"):
-        if (candidate / HTML_TEMPLATE).is_file():
-            return candidate
-    raise LetterError(f"letter templates not found next to {package}")
-
-
-def text_table(table: TableView) -> str:
-    """A table as aligned plain-text columns, long cells shortened."""
-    def short(text: str) -> str:
-        return text if len(text) <= _TEXT_CELL_MAX else text[: _TEXT_CELL_MAX - 1] + "…"
-
-    header = [c.heading for c in table.columns]
-    # Badge lists are not shortened: they are the point of the row, and the last column.
-    body = [
-        [", ".join(b.title for b in cell.badges) if cell.badges else short(cell.text)
-         for cell in row]
-        for row in table.rows
-    ]
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    numeric = [c.numeric for c in table.columns]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            cell.rjust(w) if num else cell.ljust(w)
-            for cell, w, num in zip(cells, widths, numeric, strict=True)
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(r) for r in body)])
-
-
-@lru_cache(maxsize=8)
-def environment(override_dir: str = "") -> jinja2.Environment:
-    """Templates from ``site.templates_dir`` first, then the shipped ones."""
-    loaders: list[jinja2.BaseLoader] = []
-    if override_dir:
-        loaders.append(jinja2.FileSystemLoader(expand_path(override_dir)))
-    loaders.append(jinja2.FileSystemLoader(shipped_templates()))
-    env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader(loaders),
-        autoescape=lambda name: name is None or not name.endswith(".txt.j2"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=False,
-        lstrip_blocks=False,
-    )
-    env.filters["plural"] = plural
-    env.filters["text_table"] = text_table
-    env.filters["md"] = light_markdown
-    env.filters["plain"] = plain
-    return env
 
 
 @lru_cache(maxsize=1)
@@ -119,7 +61,8 @@ def content_id(name: str, period: str, user: str) -> str:
 
 
 def render_view(view: LetterView, config: Config) -> RenderedLetter:
-    env = environment(config.site.templates_dir)
+    override = config.letters.templates_dir
+    env = environment(expand_path(override) if override else None)
     cids = {c.name: content_id(c.name, view.period_id, view.user) for c in view.charts}
     try:
         html = env.get_template(HTML_TEMPLATE).render(v=view, cids=cids)
@@ -142,5 +85,5 @@ def render_letter(
     report: UserReport, rules: Mapping[str, RuleInfo], config: Config
 ) -> RenderedLetter:
     """One user's letter for one period, from the analysis report and the rules' texts."""
-    charts = letter_charts(report.jobs) if config.site.letter_charts else []
+    charts = letter_charts(report.jobs) if config.letters.charts else []
     return render_view(build_view(report, rules, config, charts), config)

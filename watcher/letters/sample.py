@@ -10,24 +10,23 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
-from watcher.analysis.model import SEVERITY_ORDER, Finding, Period, SectionReport, UserReport
+from watcher.analysis.model import (
+    SEVERITY_ORDER,
+    Finding,
+    Period,
+    RuleInfo,
+    SectionReport,
+    UserReport,
+)
+from watcher.analysis.rules import packaged_rules
 from watcher.analysis.sections import SECTIONS, make_table
 
 SAMPLE_PERIOD = Period(
     "2026-W47", datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 23, tzinfo=UTC)
 )
-SEVERITY = {
-    "cpu_underuse": "serious", "memory_underuse": "medium", "time_limit_underuse": "info",
-    "gpu_never_used": "serious", "investigate_gpu_usage": "medium",
-    "high_system_time": "info", "jupyter_on_compute": "medium",
-}
-SECTION = {
-    "cpu_underuse": "resources", "memory_underuse": "resources",
-    "time_limit_underuse": "resources", "jupyter_on_compute": "resources",
-    "gpu_never_used": "gpu", "investigate_gpu_usage": "gpu", "high_system_time": "system",
-}
 _NAMES = ("train_resnet.sh", "preprocess.py", "md_run", "assemble.sbatch", "jupyter",
           "blast_array", "render_frames", "fit_model.R", "cp2k.sh", "postprocess")
 GIB = 2**30
@@ -79,6 +78,12 @@ def _rules_for(job: dict[str, Any]) -> list[str]:
     return [r for r in rules if r]
 
 
+@cache
+def _shipped_rules() -> dict[str, RuleInfo]:
+    """Severity and section as the shipped rules.toml declares them (a sample has no site)."""
+    return {rule.id: rule for rule in packaged_rules().rules}
+
+
 def _finding(rule: str, job: dict[str, Any], user: str, period: Period) -> Finding:
     metrics: dict[str, Any] = {"job_key": job["job_key"]}
     if rule == "cpu_underuse":
@@ -90,9 +95,10 @@ def _finding(rule: str, job: dict[str, Any], user: str, period: Period) -> Findi
                        memory_fraction=job["memory_fraction"])
     elif rule == "time_limit_underuse":
         metrics.update(elapsed_s=job["elapsed_s"], time_limit_s=job["time_limit_s"])
-    return Finding(rule, SEVERITY[rule], user, job["job_id"],  # type: ignore[arg-type]
+    info = _shipped_rules()[rule]
+    return Finding(rule, info.severity, user, job["job_id"],
                    "batch" if rule == "high_system_time" else None, job["cluster"],
-                   node="node07", gpu="GPU-0" if SECTION[rule] == "gpu" else None,
+                   node="node07", gpu="GPU-0" if info.section == "gpu" else None,
                    job_name=job["job_name"], account="physics", period=period.id,
                    metrics=metrics)
 
@@ -108,22 +114,25 @@ def sample_report(user: str = "alice", jobs: int = 24, seed: int = 47,
     findings = [_finding(r, job, user, period) for job in all_jobs for r in rules[job["job_key"]]]
     findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], f.job_id or 0, f.rule))
 
-    def problems(job: dict[str, Any], section: str) -> str:
-        return ", ".join(sorted(r for r in rules[job["job_key"]] if SECTION[r] == section))
+    section_of = {rule.id: rule.section for rule in _shipped_rules().values()}
+
+    def problems(jobs: list[dict[str, Any]], section: str) -> list[str]:
+        """The rule ids found on ``jobs`` that belong to ``section``, as the engine lists them."""
+        return sorted({r for j in jobs for r in rules[j["job_key"]] if section_of[r] == section})
 
     resources = [{**j, "job_id": j["job_id_display"], "step": None, "node": "node07",
                   "cores": j["ncpus"], "max_busy_cores": round(j["mean_busy_cores"] * 1.3, 2),
-                  "problems": problems(j, "resources")} for j in all_jobs]
+                  "problems": problems([j], "resources")} for j in all_jobs]
     gpus = [{**j, "job_id": j["job_id_display"], "node": "node07", "gpu_index": 0,
              "gpu_name": "NVIDIA A100-SXM4-40GB", "avg_util_pct": j["gpu_avg_util_pct"],
              "idle_fraction": round(1 - j["gpu_avg_util_pct"] / 100, 4) / 2,
              "low_fraction": 0.1, "longest_idle_fraction": 0.2, "avg_sm_clock_mhz": 1410,
-             "avg_power_w": 95.5, "problems": problems(j, "gpu")}
+             "avg_power_w": 95.5, "problems": problems([j], "gpu")}
             for j in all_jobs if j["gpus"]]
     system = [{**j, "job_id": j["job_id_display"], "step": "batch", "node": "node07",
                "sys_samples": 40, "sys_10_33": 12, "sys_33_67": 20, "sys_67_100": 8,
                "sys_over_100": 0.0, "sys_score": 76.0, "system_share": 0.41,
-               "problems": problems(j, "system")} for j in all_jobs if j["job_id"] % 7 == 0]
+               "problems": problems([j], "system")} for j in all_jobs if j["job_id"] % 7 == 0]
     families: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for job in all_jobs:
         families[(job["job_name"], job["submit_line"])].append(job)
@@ -138,8 +147,7 @@ def sample_report(user: str = "alice", jobs: int = 24, seed: int = 47,
             "avg_time_limit_fraction": sum(j["time_limit_fraction"] for j in members)
             / len(members),
             "gpu_hours": sum(j["gpu_hours"] for j in members), "sys_samples": 0,
-            "problems": ", ".join(sorted({r for j in members for r in rules[j["job_key"]]
-                                          if SECTION[r] == "resources"})),
+            "problems": problems(members, "resources"),
         })
     history.sort(key=lambda f: -f["core_hours"])
     rows = {"resources": resources, "gpu": gpus, "system": system}

@@ -27,7 +27,7 @@ from watcher.config import Config
 from watcher.errors import TuringwatchError
 from watcher.letters.charts import Chart
 from watcher.letters.digest import Advice, fallback_rule, headline, pick_advice, problem_anchor
-from watcher.letters.formatting import by_name, plural
+from watcher.units import by_name, plural
 
 SEVERITY_LABELS = {"serious": "Serious", "medium": "Medium", "info": "Info"}
 # Columns whose cells hold a list of rule ids, drawn as badges.
@@ -103,7 +103,7 @@ class TableView:
     columns: list[Column]
     rows: list[list[Cell]]
     row_severity: list[str | None]
-    hidden_rows: int            # rows left out because of site.letter_max_rows
+    hidden_rows: int            # rows left out because of letters.max_rows
 
 
 @dataclass
@@ -204,7 +204,7 @@ def letter_columns(table: Table, rows: Sequence[Mapping[str, Any]] | None = None
     shown = table.rows if rows is None else rows
 
     def says_something(column: str) -> bool:
-        return any(row.get(column) not in (None, "") for row in shown)
+        return any(row.get(column) not in (None, "", [], ()) for row in shown)
 
     known = [c for c in table.columns if c in LETTER_COLUMNS]
     return [c for c in (known or table.columns) if says_something(c)]
@@ -261,7 +261,8 @@ class _Builder:
             a == b for a, b in zip(table.rows, other.rows, strict=True))
 
     def rule_ids(self, row: Mapping[str, Any]) -> list[str]:
-        """The rule ids of a row's problems column (the engine joins them with ", ")."""
+        """The rule ids of a row's problems column: a list, as the engine gives it; a string
+        joined with ", " (a hand-built report, an older report.json) is split."""
         for column in PROBLEM_COLUMNS:
             value = row.get(column)
             if value:
@@ -291,7 +292,7 @@ class _Builder:
 
     def table(self, section: SectionReport, kind: str, title: str, intro: str,
               table: Table) -> TableView:
-        limit = self.config.site.letter_max_rows
+        limit = self.config.letters.max_rows
         shown = table.rows
         if kind == "latest_concerning":
             # Only the first rows make it into the letter: let them be the worst ones.
@@ -359,14 +360,14 @@ class _Builder:
                            tables, list(columns.values()), problems, dict(counts))
 
     def build(self) -> LetterView:
-        report, site, mail = self.report, self.config.site, self.config.mail
+        report, site, letters = self.report, self.config.site, self.config.letters
         sections = [v for v in (self.section(s) for s in report.sections) if v is not None]
         leftover = [f.rule for f in report.findings if f.rule not in self.explained]
         other = self.problems_in("", list(dict.fromkeys(leftover))) if leftover else []
         advice = pick_advice(report, self.rules)
         problems = len({f.rule for f in report.findings})
         label = period_label(report.period)
-        subject = fill(mail.subject, "mail.subject", site=site.name, period=report.period.id,
+        subject = fill(letters.subject, "letters.subject", site=site.name, period=report.period.id,
                        user=report.user, problems=problems)
         if advice:
             top = advice[0]
@@ -378,13 +379,13 @@ class _Builder:
         web = site.web_url.rstrip("/")
         feedback = (with_query(site.feedback_url, letter_ref=report.analysis_id)
                     if site.feedback_url else None)
-        letter_url = (fill(site.letter_url, "site.letter_url", period=report.period.id,
-                           user=report.user, web_url=web) if site.letter_url else None)
+        letter_url = (fill(letters.url, "letters.url", period=report.period.id,
+                           user=report.user, web_url=web) if letters.url else None)
         contact = site.contact.strip()
         address = contact_address(contact)
         contact_href = f"mailto:{address}" if address else (
             contact if contact.startswith(("http://", "https://")) else None)
-        news = [" ".join(p.split()) for p in re.split(r"\n\s*\n", site.news) if p.strip()]
+        news = [" ".join(p.split()) for p in re.split(r"\n\s*\n", letters.news) if p.strip()]
         return LetterView(
             site=site.name, user=report.user, period_id=report.period.id, period_label=label,
             analysis_id=report.analysis_id, subject=subject, preheader=preheader,
