@@ -394,7 +394,7 @@ def test_cli_errors_are_one_line(tmp_path):
         cli, ["--config", str(config), "import-accounting", "--from-file", str(source)]
     )
     assert done.exit_code == 1
-    assert done.output.strip() == "Error: sacct output line 3: cannot read JobIDRaw 'x'"
+    assert done.output.strip() == "turingwatch import-accounting: sacct output line 3: cannot read JobIDRaw 'x'"
     both = runner.invoke(cli, ["--config", str(config), "import-accounting", "--user", "a",
                                "--all-users"])  # fmt: skip
     assert both.exit_code == 2 and "exclude each other" in both.output

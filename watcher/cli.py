@@ -2,20 +2,31 @@
 
 Subcommands live in ``watcher/commands/`` and are imported only when invoked, so that
 ``turingwatch run`` does not pay for DuckDB, Jinja2 or Flask before the job starts.
-Library code raises domain errors; they are turned into one-line messages here.
+
+This is the one error boundary of every command: a :class:`~watcher.errors.TuringwatchError`
+(or a ``click.ClickException`` a command raises) becomes ``turingwatch <command>: <message>``
+on stderr and the error's exit status (1, or 2 for configuration and usage errors). Anything
+else is a bug and keeps its traceback. ``run`` handles its own configuration errors before they
+get here: the job's command starts whatever the watcher's trouble. Logging is configured here
+too, once, before the command runs (``watcher.logsetup``).
 """
 
 from __future__ import annotations
 
 import getpass
 import importlib
+import logging
 import os
-from typing import Any
+from typing import IO, Any, NoReturn
 
 import click
 
 from watcher import __version__
-from watcher.config import Config, ConfigError, load_config
+from watcher.config import Config, load_config
+from watcher.errors import TuringwatchError
+from watcher.logsetup import setup_logging
+
+log = logging.getLogger(__name__)
 
 # command name -> "module:attribute"
 COMMANDS = {
@@ -29,6 +40,24 @@ COMMANDS = {
     "mail": "watcher.commands.mail:mail",
     "intercepter": "watcher.commands.intercepter:intercepter",
 }
+# Commands that log their progress as they work (INFO), shown on a terminal or the journal.
+PROGRESS_COMMANDS = {"import-accounting", "analyze", "mail"}
+
+
+class CommandFailed(click.ClickException):
+    """A known failure of one command, shown as ``turingwatch <command>: <message>``."""
+
+    def __init__(self, command: str | None, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.command = command
+        self.exit_code = exit_code
+
+    def format_message(self) -> str:
+        where = f"turingwatch {self.command}" if self.command else "turingwatch"
+        return f"{where}: {self.message}"
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(self.format_message(), file=file, err=file is None)
 
 
 class LazyGroup(click.Group):
@@ -42,9 +71,29 @@ class LazyGroup(click.Group):
         module, attr = target.split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError:
+            raise  # click shows the usage with it
+        except TuringwatchError as exc:
+            _fail(ctx, exc, getattr(exc, "exit_code", 1))
+        except click.ClickException as exc:
+            if isinstance(exc, CommandFailed):
+                raise
+            _fail(ctx, exc, exc.exit_code, exc.format_message())
+
+
+def _fail(ctx: click.Context, exc: Exception, exit_code: int, message: str | None = None) -> NoReturn:
+    """Raise the one-line form of a known failure (its traceback only at -vv, for a report)."""
+    log.debug("%s failed", ctx.invoked_subcommand, exc_info=exc)
+    text = message if message is not None else str(exc) or type(exc).__name__
+    raise CommandFailed(ctx.invoked_subcommand, text, exit_code) from exc
+
 
 class AppContext:
-    """Carried in ``ctx.obj``: the config is loaded on first use, errors become CLI errors."""
+    """Carried in ``ctx.obj``: the config is loaded on first use (a ConfigError reaches the
+    CLI group, or ``run``, which goes on with the defaults)."""
 
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
@@ -53,10 +102,7 @@ class AppContext:
     @property
     def config(self) -> Config:
         if self._config is None:
-            try:
-                self._config = load_config(self.config_path)
-            except ConfigError as exc:
-                raise click.ClickException(f"configuration: {exc}") from None
+            self._config = load_config(self.config_path)
         return self._config
 
 
@@ -85,10 +131,16 @@ def whose_jobs(user: str | None, all_users: bool) -> str | None:
     type=click.Path(dir_okay=False),
     help="TOML config file (default: $TURINGWATCH_CONFIG, else /etc/turingwatch/turingwatch.toml).",
 )
+@click.option(
+    "-v", "--verbose", count=True,
+    help="Say more on stderr: -v what each step does (INFO), -vv everything (DEBUG).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr, no warnings (wins over -v).")
 @click.version_option(__version__, prog_name="turingwatch")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None) -> None:
+def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) -> None:
     """Measure what batch jobs really use, and tell the people who ran them."""
+    setup_logging(verbose, quiet, progress=ctx.invoked_subcommand in PROGRESS_COMMANDS)
     ctx.obj = AppContext(config_path)
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import re
-import sys
 from datetime import UTC, datetime, timedelta
 
 import click
 
+from watcher import logsetup
 from watcher.cli import AppContext, pass_app, whose_jobs
 
 _AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([dhm])")
 _UNIT = {"d": "days", "h": "hours", "m": "minutes"}
+log = logging.getLogger(__name__)
 
 
 class When(click.ParamType):
@@ -59,7 +61,10 @@ class When(click.ParamType):
     is_flag=True,
     help="Print the sacct command for the span, to run on another host, and exit.",
 )
-@click.option("-v", "--verbose", is_flag=True, help="A line per imported window.")
+@click.option(
+    "-v", "--verbose", is_flag=True,
+    help="A line per imported window, also when stderr is no terminal (as turingwatch -v).",
+)
 @pass_app
 def import_accounting(
     app: AppContext,
@@ -78,11 +83,10 @@ def import_accounting(
     and re-importing a span replaces what it held, so running jobs that have finished since
     get their end. Each window of slurm.import_chunk_days is stored all or nothing.
     """
-    from watcher.accounting import AccountingError
     from watcher.accounting.importer import WindowResult
     from watcher.accounting.importer import import_accounting as run_import
     from watcher.slurm.sacct import sacct_command, shell_line
-    from watcher.store import Store, StoreError
+    from watcher.store import Store
 
     config = app.config
     who = whose_jobs(user, all_users)
@@ -97,24 +101,18 @@ def import_accounting(
         )
         return
 
-    show = verbose or sys.stderr.isatty()
+    if verbose:
+        logsetup.at_least(logging.INFO)
 
     def progress(window: WindowResult) -> None:
-        if show:
-            click.echo(
-                f"{_short(window.start)} .. {_short(window.end)}: {window.jobs} jobs,"
-                f" {window.steps} steps ({window.seconds:.1f} s)",
-                err=True,
-            )
+        log.info("%s .. %s: %d jobs, %d steps (%.1f s)", _short(window.start), _short(window.end),
+                 window.jobs, window.steps, window.seconds)
 
-    try:
-        with Store.site(config) as store:
-            result = run_import(
-                store, config, since, until, user=who, source_file=source_file,
-                timezone=timezone, progress=progress,
-            )  # fmt: skip
-    except (AccountingError, StoreError) as exc:
-        raise click.ClickException(str(exc)) from None
+    with Store.site(config) as store:
+        result = run_import(
+            store, config, since, until, user=who, source_file=source_file,
+            timezone=timezone, progress=progress,
+        )  # fmt: skip
     whose = "every user" if result.as_user is None else result.as_user
     click.echo(
         f"imported {result.jobs} jobs and {result.steps} steps of cluster {result.cluster}"

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from typing import Any
 
 import click
 
+from watcher import logsetup
 from watcher.cli import AppContext, pass_app, whose_jobs
+from watcher.errors import TuringwatchError
+
+log = logging.getLogger(__name__)
 
 
 @click.command("analyze")
@@ -28,7 +32,10 @@ from watcher.cli import AppContext, pass_app, whose_jobs
 @click.option(
     "--bundle", is_flag=True, help="Also write the period bundle for letters and the web."
 )
-@click.option("-v", "--verbose", is_flag=True, help="A line per analysis step on stderr.")
+@click.option(
+    "-v", "--verbose", is_flag=True,
+    help="A line per analysis step on stderr, also when it is no terminal (as turingwatch -v).",
+)
 @pass_app
 def analyze(
     app: AppContext,
@@ -43,11 +50,10 @@ def analyze(
 
     The findings are stored in the store too; analysing a period again replaces them.
     """
-    from watcher.analysis.engine import AnalysisError, analyze_period
+    from watcher.analysis.engine import analyze_period
     from watcher.analysis.model import to_json
     from watcher.analysis.periods import PeriodError, parse_period
-    from watcher.analysis.rules import RuleError
-    from watcher.store import Store, StoreError
+    from watcher.store import Store
 
     config = app.config
     who = whose_jobs(user, all_users)
@@ -58,17 +64,14 @@ def analyze(
         raise click.BadParameter(str(exc), param_hint="--period") from None
 
     started = time.monotonic()
-    show = verbose or sys.stderr.isatty()
+    if verbose:
+        logsetup.at_least(logging.INFO)
 
     def progress(step: str) -> None:
-        if show:
-            click.echo(f"[{time.monotonic() - started:6.1f} s] {step}", err=True)
+        log.info("[%6.1f s] %s", time.monotonic() - started, step)
 
-    try:
-        with Store.site(config) as store:
-            reports = analyze_period(store, config, period, user=who, progress=progress)
-    except (AnalysisError, RuleError, StoreError) as exc:
-        raise click.ClickException(str(exc)) from None
+    with Store.site(config) as store:
+        reports = analyze_period(store, config, period, user=who, progress=progress)
 
     findings = [f for report in reports for f in report.findings]
     if fmt == "json":
@@ -78,9 +81,9 @@ def analyze(
     if write_bundle is not None:
         try:
             path = write_bundle(config, period, reports, progress=progress)
-        except Exception as exc:  # the findings are printed and stored already
-            raise click.ClickException(f"bundle not written: {exc}") from None
-        click.echo(f"bundle written to {path}", err=True)
+        except (TuringwatchError, OSError) as exc:  # the findings are printed and stored already
+            raise click.ClickException(f"bundle not written: {exc}") from exc
+        log.info("bundle written to %s", path)
 
 
 def _bundle_writer() -> Any:
@@ -133,12 +136,9 @@ def _print_text(period: Any, reports: list[Any]) -> None:
 def rules(app: AppContext, fmt: str) -> None:
     """List the rules in force: severity, thresholds, minimum runtime and exemptions."""
     from watcher.analysis.model import to_json
-    from watcher.analysis.rules import RuleError, load_rules
+    from watcher.analysis.rules import load_rules
 
-    try:
-        ruleset = load_rules(app.config)
-    except RuleError as exc:
-        raise click.ClickException(str(exc)) from None
+    ruleset = load_rules(app.config)
     if fmt == "json":
         payload = {
             "source": ruleset.source, "exempt": ruleset.exempt, "rules": to_json(ruleset.rules)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ from watcher.cli import AppContext, pass_app
 MIN_INTERVAL_S = 0.5
 # Rounds in a row with none of the job's processes on this node before we call it ended.
 _EMPTY_ROUNDS_TO_END = 2
+log = logging.getLogger(__name__)
 
 
 @click.command()
@@ -58,13 +60,14 @@ def attach(
     from watcher.sampling.gpu import GpuSampler, visible_devices_from_env
     from watcher.sampling.sources import SlurmSource
     from watcher.slurm import env as jobenv
-    from watcher.watch.finish import finish_report
+    from watcher.slurm.commands import SlurmCommands
+    from watcher.watch.finish import finish_job
     from watcher.watch.runner import Outcome, name_this_process, resolve_output_dir
     from watcher.watch.session import STOP_MARKER, AlreadyWatched, Watch
 
     name_this_process()
     config = app.config
-    here = jobenv.detect(query_slurm=False)
+    here = jobenv.detect()
     job_id = job_id if job_id is not None else here.job_id
     if job_id is None:
         raise click.UsageError("no job to attach to: give --job ID or run inside a Slurm job")
@@ -76,10 +79,11 @@ def attach(
     output_dir = resolve_output_dir(config, job, output)
     stop_file = output_dir / STOP_MARKER
 
-    source = SlurmSource(job_id, os.environ if inside else None)
+    slurm = SlurmCommands.from_config(config.slurm)
+    source = SlurmSource(job_id, os.environ if inside else None, slurm=slurm)
     gpu = None
     if config.sampler.gpu and not no_gpu:
-        gpu = GpuSampler(visible_devices_from_env(os.environ) if inside else None, log=_warn)
+        gpu = GpuSampler(visible_devices_from_env(os.environ) if inside else None)
 
     class AttachWatch(Watch):
         def should_stop_early(self) -> bool:
@@ -94,10 +98,10 @@ def attach(
             source=source,
             gpu=gpu,
             cores_available=job.cpus_on_node or source.fallback_cpus,
-            slurm_times=functools.partial(jobenv.slurm_job_times, job_id, os.environ),
+            slurm_times=functools.partial(slurm.job_times, job_id, os.environ),
         )
     except AlreadyWatched as exc:
-        click.echo(f"turingwatch attach: {exc}; nothing to do", err=True)
+        log.warning("%s; nothing to do", exc)
         return
     except OSError as exc:
         raise click.ClickException(f"cannot write to {output_dir}: {exc.strerror}") from None
@@ -115,7 +119,7 @@ def attach(
 
     if report if report is not None else not inside:
         outcome = Outcome(started=started, ended=time.time())
-        card = finish_report(
+        card = finish_job(
             config, output_dir=output_dir, job=job, session_id=watch.session_id,
             outcome=outcome, batch_host=False,
         )
@@ -129,7 +133,3 @@ def _ended_by(watch: object, stop_file: Path) -> str:
     if getattr(watch, "empty_rounds", 0) >= _EMPTY_ROUNDS_TO_END:
         return "job left this node"
     return "signal"
-
-
-def _warn(message: str) -> None:
-    click.echo(f"turingwatch: {message}", err=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
 
 from watcher.cli import AppContext, pass_app
+
+log = logging.getLogger(__name__)
 
 
 @click.command()
@@ -45,7 +48,7 @@ def ingest(app: AppContext, paths: tuple[Path, ...], keep: bool) -> None:
                 loaded = load_spool(store, path)
             except StoreError as exc:
                 failed += 1
-                click.echo(f"skipped {path}: {exc}", err=True)
+                log.warning("skipped %s: %s", path, exc)
                 continue
             if not loaded.ended:
                 click.echo(f"{path.name}: job still running, {loaded.samples} samples so far")

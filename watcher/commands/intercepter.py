@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from watcher.watch.intercept import ENV_STATS, InterceptError, collect_stats, format_summary, library_path
+from watcher.watch.intercept import ENV_STATS, collect_stats, format_summary, library_path
 
 
 @click.command()
@@ -33,10 +33,7 @@ def intercepter(show_path: bool, stats_prefix: Path | None, as_json: bool) -> No
         totals = collect_stats(stats_prefix)
         click.echo(json.dumps(totals, indent=2) if as_json else format_summary(totals))
         return
-    try:
-        path = library_path()
-    except InterceptError as exc:
-        raise click.ClickException(str(exc)) from None
+    path = library_path()
     if show_path:
         click.echo(str(path))
         return

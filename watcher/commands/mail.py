@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -16,10 +16,10 @@ if TYPE_CHECKING:
     from watcher.analysis.model import Period
     from watcher.letters.bundle import Bundle
 
+log = logging.getLogger(__name__)
 
-def _bundle(
-    config: Config, period: Period, reanalyze: bool, say: Callable[[str], None]
-) -> Bundle:
+
+def _bundle(config: Config, period: Period, reanalyze: bool) -> Bundle:
     """The period's bundle; analyze the period and write it first when there is none.
 
     Mail reads the bundle rather than the store so that users get exactly the letters that
@@ -33,11 +33,11 @@ def _bundle(
         from watcher.analysis.engine import analyze_period
         from watcher.store import Store
 
-        say(f"{'re-analyzing' if reanalyze else 'no bundle yet: analyzing'} period {period.id}")
+        log.info("%s period %s", "re-analyzing" if reanalyze else "no bundle yet: analyzing", period.id)
         with Store.site(config) as store:
             reports = analyze_period(store, config, period)
         write_bundle(config, period, reports, progress=None)
-        say(f"wrote {path} ({len(reports)} users)")
+        log.info("wrote %s (%d users)", path, len(reports))
     return open_bundle(path)
 
 
@@ -74,57 +74,49 @@ def mail(
     Every delivered letter is recorded in the sent-ledger: run it again after a crash or an
     SMTP error and it goes on where it stopped, never sending anyone the same letter twice.
     """
-    from watcher.analysis.engine import AnalysisError
     from watcher.analysis.periods import PeriodError, parse_period
-    from watcher.letters import LetterError
-    from watcher.mailer import MailError
     from watcher.mailer.delivery import Deliverer
     from watcher.mailer.ledger import Ledger, ledger_path
     from watcher.mailer.smtp import SmtpSession
-    from watcher.store import StoreError
 
     config = app.config
-
-    def say(line: str) -> None:
-        click.echo(line, err=True)
-
     try:
         period = parse_period(period_spec, config.analysis.period, config.analysis.timezone)
-        if period.end > datetime.now(UTC):
-            # A letter goes out once: sent now, the complete one would never follow.
-            if not (dry_run or allow_unfinished):
-                raise click.ClickException(
-                    f"period {period.id} runs until {period.end:%Y-%m-%d %H:%M %Z}: its letters "
-                    "would be incomplete, and a sent letter is never sent again "
-                    "(--allow-unfinished sends them anyway; --dry-run shows them)"
-                )
-            say(f"warning: period {period.id} is not over yet; its letters are incomplete")
-        bundle = _bundle(config, period, reanalyze, say)
-        unknown = sorted(set(only) - set(bundle.users))
-        if unknown:
+    except PeriodError as exc:
+        raise click.BadParameter(str(exc), param_hint="--period") from None
+    if period.end > datetime.now(UTC):
+        # A letter goes out once: sent now, the complete one would never follow.
+        if not (dry_run or allow_unfinished):
             raise click.ClickException(
-                f"no letter for {', '.join(unknown)} in {bundle.path} (users with jobs in the "
-                "period get one)"
+                f"period {period.id} runs until {period.end:%Y-%m-%d %H:%M %Z}: its letters "
+                "would be incomplete, and a sent letter is never sent again "
+                "(--allow-unfinished sends them anyway; --dry-run shows them)"
             )
-        users = [u for u in bundle.users if not only or u in only]
-        if dry_run:
-            folder = expand_path(outbox or config.mail.outbox)
-            report = Deliverer(config, outbox=folder).deliver(bundle.letters(users))
-            say(f"dry run: messages written under {folder / period.id}")
-        else:
-            with Ledger(ledger_path(config)) as ledger, SmtpSession(config.mail) as smtp:
-                deliverer = Deliverer(config, ledger=ledger, smtp=smtp,
-                                      resend_unconfirmed=resend_unconfirmed)
-                show = sys.stderr.isatty() if progress is None else progress
-                if show:
-                    with click.progressbar(length=len(users), label=f"mail {period.id}",
-                                           file=sys.stderr, show_pos=True) as bar:
-                        report = deliverer.deliver(bundle.letters(users),
-                                                   on_outcome=lambda _o: bar.update(1))
-                else:
-                    report = deliverer.deliver(bundle.letters(users))
-    except (PeriodError, LetterError, MailError, StoreError, AnalysisError) as exc:
-        raise click.ClickException(str(exc)) from None
+        log.warning("period %s is not over yet; its letters are incomplete", period.id)
+    bundle = _bundle(config, period, reanalyze)
+    unknown = sorted(set(only) - set(bundle.users))
+    if unknown:
+        raise click.ClickException(
+            f"no letter for {', '.join(unknown)} in {bundle.path} (users with jobs in the "
+            "period get one)"
+        )
+    users = [u for u in bundle.users if not only or u in only]
+    if dry_run:
+        folder = expand_path(outbox or config.mail.outbox)
+        report = Deliverer(config, outbox=folder).deliver(bundle.letters(users))
+        log.info("dry run: messages written under %s", folder / period.id)
+    else:
+        with Ledger(ledger_path(config)) as ledger, SmtpSession(config.mail) as smtp:
+            deliverer = Deliverer(config, ledger=ledger, smtp=smtp,
+                                  resend_unconfirmed=resend_unconfirmed)
+            show = sys.stderr.isatty() if progress is None else progress
+            if show:
+                with click.progressbar(length=len(users), label=f"mail {period.id}",
+                                       file=sys.stderr, show_pos=True) as bar:
+                    report = deliverer.deliver(bundle.letters(users),
+                                               on_outcome=lambda _o: bar.update(1))
+            else:
+                report = deliverer.deliver(bundle.letters(users))
     for line in report.summary():
         click.echo(line)
     if not report.ok:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
 
 from watcher.cli import AppContext, pass_app
 from watcher.config import Config
+from watcher.errors import ConfigError
 
 MIN_INTERVAL_S = 0.5
+log = logging.getLogger(__name__)
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -46,16 +49,15 @@ def run(
     output directory cannot be written, it says so on stderr and the command runs anyway.
     """
     from watcher.watch import runner
-    from watcher.watch.session import warn
 
     try:
         config = app.config
-    except click.ClickException as exc:
-        warn(f"{exc.message}; using the defaults")
+    except ConfigError as exc:  # not through the CLI's error boundary: the command must start
+        log.warning("configuration: %s; using the defaults", exc)
         config = Config()
     interval_s = config.sampler.interval_s if interval is None else interval
     if interval_s < MIN_INTERVAL_S:
-        warn(f"--interval {interval_s} is below {MIN_INTERVAL_S} s; using {MIN_INTERVAL_S}")
+        log.warning("--interval %s is below %s s; using %s", interval_s, MIN_INTERVAL_S, MIN_INTERVAL_S)
         interval_s = MIN_INTERVAL_S
     options = runner.RunOptions(
         command=list(command),

@@ -14,7 +14,7 @@ Units: NVML gives power in milliwatts and energy in millijoules; readings are in
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -62,8 +62,11 @@ def throttle_reason_names(mask: int) -> list[str]:
     return names
 
 
-def _log_to_stderr(line: str) -> None:
-    print(f"turingwatch: {line}", file=sys.stderr)
+logger = logging.getLogger(__name__)
+
+
+def _log_warning(line: str) -> None:
+    logger.warning("%s", line)
 
 
 class _GpuLost(Exception):
@@ -137,7 +140,7 @@ class GpuSampler:
     def __init__(
         self,
         visible: list[str] | None,
-        log: Callable[[str], None] = _log_to_stderr,
+        log: Callable[[str], None] = _log_warning,
         *,
         enabled: bool = True,
     ) -> None:

@@ -1,15 +1,16 @@
 """A watch session: sample a job on this node into a spool until told to stop.
 
 Used by ``run`` (which also owns the command) and ``attach``. The loop runs in a daemon
-thread at lowered priority; every failure inside it is reported once on stderr and never
-reaches the job. The spool is the only thing written while the job runs.
+thread at lowered priority; every failure inside it is logged once as a warning (a
+``turingwatch:`` line in the job's stderr) and never reaches the job. The spool is the only
+thing written while the job runs.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
-import sys
 import threading
 import time
 import traceback
@@ -26,13 +27,15 @@ from watcher.spool import SpoolWriter
 
 STOP_MARKER = "STOP"          # written by the batch host's run: other nodes finish up
 _MAX_CONSECUTIVE_ERRORS = 5
+log = logging.getLogger(__name__)
 
 
 def warn(message: str) -> None:
-    try:
-        print(f"turingwatch: {message}", file=sys.stderr, flush=True)
-    except (OSError, ValueError):
-        pass
+    """Log a watcher problem at WARNING: one ``turingwatch:`` line in the job's stderr.
+
+    Kept for the callers that take a plain function; new code logs through its own logger.
+    """
+    log.warning(message, stacklevel=2)  # logging never raises into the caller
 
 
 class AlreadyWatched(TuringwatchError):
@@ -170,7 +173,7 @@ class Watch:
                 self._report("sample", "sampling failed; the job is not affected:\n"
                              + traceback.format_exc(limit=3))
                 if self._errors == _MAX_CONSECUTIVE_ERRORS:
-                    warn("sampling keeps failing; stopping the watcher, the job runs on")
+                    log.warning("sampling keeps failing; stopping the watcher, the job runs on")
                     self._stop.set()
                 return False
             self._errors = 0
@@ -188,7 +191,7 @@ class Watch:
     def _report(self, kind: str, message: str) -> None:
         if kind not in self._reported:
             self._reported.add(kind)
-            warn(message)
+            log.warning("%s", message)
 
     # -- the end --------------------------------------------------------------------------
     def stop(self, end: dict[str, Any]) -> None:
@@ -204,7 +207,7 @@ class Watch:
                 facts = {"time_limit_s": self.time_limit_s, "job_started_at": self.job_started_at}
                 self.spool.write_end(time.time(), {**facts, **end})
             except OSError as exc:
-                warn(f"cannot finish {self.spool_path}: {exc}")
+                log.warning("cannot finish %s: %s", self.spool_path, exc)
             finally:
                 self.spool.close()
                 self.spool = None
