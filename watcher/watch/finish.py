@@ -1,24 +1,25 @@
-"""The end of a watched job: gather every node's spool, load the store, write the reports."""
+"""The end of a watched job, on the batch host (or an attach run outside the job).
+
+In order: ask the other nodes' watchers to finish and wait for their spools to close; load
+every node's spool into the job's own store; build the card's numbers and findings; hand the
+spools to the site's sinks; write ``summary.json`` and ``report.html``; mail the card if asked.
+A failure in one step costs that step only (one node's bad spool, a sink, the mail); the job's
+outcome is never changed here.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from watcher import spool
 from watcher.config import Config
+from watcher.files import atomic_write
 from watcher.slurm.env import JobContext
 from watcher.watch.session import STOP_MARKER, warn
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+from watcher.watch.sinks import SpoolSink, configured_sinks
 
 
 def _job_spools(output_dir: Path, job: JobContext, session_id: str) -> list[Path]:
@@ -48,51 +49,7 @@ def wait_for_peers(output_dir: Path, job: JobContext, session_id: str, timeout_s
     warn(f"{len(open_spools)} node(s) did not finish in {timeout_s:.0f} s; reporting what they sent")
 
 
-def _findings(
-    config: Config, store: Any, sessions: list[str], elapsed_s: float
-) -> tuple[list[dict[str, Any]], str | None]:
-    """The analysis engine's findings for this job, and a note on rules too short to apply."""
-    from watcher.analysis.engine import analyze_session
-    from watcher.analysis.rules import load_rules
-    from watcher.letters.formatting import by_name
-
-    rules = load_rules(config).enabled
-    by_id = {rule.id: rule for rule in rules}
-    out = []
-    for finding in analyze_session(store, config, sessions):
-        row = finding.as_dict()
-        rule = by_id.get(finding.rule)
-        row["title"] = rule.title if rule else finding.rule
-        row["solution"] = " ".join(rule.solution.split()) if rule else None
-        row["summary"] = ", ".join(
-            f"{_label(key)} {by_name(key, value)}"
-            for key, value in finding.metrics.items()
-            if key != "job_key" and not isinstance(value, dict | list)
-        )
-        out.append(row)
-    waiting = sorted({r.min_runtime_s for r in rules if r.min_runtime_s > elapsed_s})
-    note = (
-        f"{sum(r.min_runtime_s > elapsed_s for r in rules)} of {len(rules)} rules judge only jobs "
-        f"of at least {waiting[0]:.0f} s"
-        if waiting
-        else None
-    )
-    return out, note
-
-
-_UNIT_SUFFIXES = ("_s", "_bytes", "_pct", "_w", "_wh", "_j", "_mhz", "_kwh")
-
-
-def _label(metric: str) -> str:
-    """'elapsed_s' -> 'elapsed': the formatted value already says its unit."""
-    for suffix in _UNIT_SUFFIXES:
-        if metric.endswith(suffix):
-            metric = metric[: -len(suffix)]
-            break
-    return metric.replace("_", " ")
-
-
-def finish_report(
+def finish_job(
     config: Config,
     *,
     output_dir: Path,
@@ -105,6 +62,7 @@ def finish_report(
     mail: bool = False,
 ) -> str | None:
     """Load the job's spools, write summary.json and report.html; return the text card."""
+    from watcher.card.findings import job_findings
     from watcher.card.html import render_report_html
     from watcher.card.summary import build_summary
     from watcher.card.text import render_card
@@ -114,17 +72,18 @@ def finish_report(
     if batch_host and job.in_slurm:
         wait_for_peers(output_dir, job, session_id, config.sampler.peer_wait_s)
 
+    spools = _job_spools(output_dir, job, session_id)
     with Store(output_dir / "turingwatch.duckdb") as store:
         sessions = []
-        for path in _job_spools(output_dir, job, session_id):
+        for path in spools:
             try:
                 sessions.append(load_spool(store, path).session_id)
             except Exception as exc:  # one bad node must not hide the others
                 warn(f"skipping {path.name}: {exc}")
-        time_limit, mem = store.execute(
+        time_limit, mem = store.one(
             "SELECT time_limit_s, mem_requested_bytes FROM sessions WHERE session_id = ?",
             [session_id],
-        ).fetchone() or (None, None)
+        ) or (None, None)
         summary = build_summary(
             store,
             sessions,
@@ -137,15 +96,14 @@ def finish_report(
             top_processes=config.sampler.top_processes,
         )
         try:
-            summary["findings"], summary["findings_note"] = _findings(
+            summary["findings"], summary["findings_note"] = job_findings(
                 config, store, sessions, outcome.elapsed_s
             )
         except Exception as exc:  # numbers without findings beat no report
             warn(f"analysis of this job failed: {exc}")
             summary["findings"], summary["findings_note"] = None, None
 
-    if config.sampler.site_spool_dir:
-        hand_over_spools(output_dir, job, session_id, config.sampler.site_spool_dir)
+    hand_over(spools, job, session_id, configured_sinks(config))
     summary["intercepter"] = _intercept_summary(intercept_stats)
     summary["watcher"] = watcher_usage
     series = {k: summary.pop(k) for k in ("timeline", "gpu_timeline")}
@@ -158,24 +116,11 @@ def finish_report(
     return card
 
 
-def hand_over_spools(output_dir: Path, job: JobContext, session_id: str, site_dir: str) -> None:
-    """Leave a copy of the job's spools where the site's `turingwatch ingest` picks them up.
-
-    Each file appears whole or not at all (written under a dot name, then renamed), so the
-    ingest never reads a half-copied spool.
-    """
-    from watcher.config import expand_path
-
-    target = expand_path(site_dir)
+def hand_over(spools: list[Path], job: JobContext, session_id: str, sinks: list[SpoolSink]) -> None:
+    """Give every node's spool of this job to each sink."""
     label = f"{job.cluster or 'local'}-{job.job_id if job.job_id is not None else session_id}"
-    try:
-        for path in _job_spools(output_dir, job, session_id):
-            final = target / f"{label}.{path.name}"
-            tmp = target / f".{final.name}.tmp"
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, final)
-    except OSError as exc:
-        warn(f"could not leave the spools in {target}: {exc}")
+    for sink in sinks:
+        sink.deliver(spools, label=label)
 
 
 def _intercept_summary(stats: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -2,13 +2,14 @@
 
 The command comes first: whatever fails in the watcher (an unwritable output directory, a
 broken sampler, a locked store), the command is started, receives its signals, and its exit
-status is ours. Every watcher failure is one line on stderr.
+status is ours. Every watcher failure is one logged warning: a ``turingwatch:`` line on stderr.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
 import resource
 import signal
@@ -21,7 +22,8 @@ from typing import Any
 
 from watcher.config import Config
 from watcher.slurm import env as jobenv
-from watcher.watch.session import Watch, warn
+from watcher.slurm.commands import SlurmCommands
+from watcher.watch.session import Watch
 
 FORWARDED_SIGNALS = (
     signal.SIGINT,
@@ -33,6 +35,7 @@ FORWARDED_SIGNALS = (
     signal.SIGCONT,
 )
 _PR_SET_CHILD_SUBREAPER = 36
+log = logging.getLogger(__name__)
 
 
 def name_this_process() -> None:
@@ -88,7 +91,7 @@ def run(config: Config, options: RunOptions) -> Outcome:
     """Run the command under the watcher; return how it ended (the CLI exits accordingly)."""
     become_subreaper()
     name_this_process()
-    job = jobenv.detect(query_slurm=False)
+    job = jobenv.detect()
     output_dir = resolve_output_dir(config, job, options.output_dir)
     env = dict(os.environ)
     env["TURINGWATCH_OUTPUT"] = str(output_dir)
@@ -104,7 +107,7 @@ def run(config: Config, options: RunOptions) -> Outcome:
     try:
         child = subprocess.Popen(options.command, env=env)
     except OSError as exc:
-        warn(f"cannot start {options.command[0]}: {exc.strerror}")
+        log.warning("cannot start %s: %s", options.command[0], exc.strerror)
         outcome.exit_code = 127 if isinstance(exc, FileNotFoundError) else 126
         outcome.ended = time.time()
         return outcome
@@ -130,7 +133,7 @@ def run(config: Config, options: RunOptions) -> Outcome:
     try:
         _finish(config, options, job, watch, outcome, output_dir, intercept_dir)
     except Exception as exc:  # the report must never change the job's outcome
-        warn(f"could not write the report: {exc}")
+        log.warning("could not write the report: %s", exc)
     return outcome
 
 
@@ -141,17 +144,18 @@ def _start_watch(
         from watcher.sampling.gpu import GpuSampler, visible_devices_from_env
         from watcher.sampling.sources import SlurmSource, TreeSource
 
+        slurm = SlurmCommands.from_config(config.slurm)
         if job.in_slurm:
-            source: Any = SlurmSource(job.job_id, os.environ)
+            source: Any = SlurmSource(job.job_id, os.environ, slurm=slurm)
             cores = job.cpus_on_node or source.fallback_cpus
         else:
             source = TreeSource()
             cores = source.cpus
         gpu = None
         if options.gpu and config.sampler.gpu:
-            gpu = GpuSampler(visible_devices_from_env(os.environ), log=warn)
+            gpu = GpuSampler(visible_devices_from_env(os.environ))
         slurm_times = (
-            functools.partial(jobenv.slurm_job_times, job.job_id, os.environ)
+            functools.partial(slurm.job_times, job.job_id, os.environ)
             if job.job_id is not None
             else None
         )
@@ -169,7 +173,7 @@ def _start_watch(
         watch.start()
         return watch
     except Exception as exc:  # no watcher, but the job runs
-        warn(f"not watching this job ({exc}); the command runs unwatched")
+        log.warning("not watching this job (%s); the command runs unwatched", exc)
         return None
 
 
@@ -188,7 +192,7 @@ def _with_recycler(
             env["TURINGWATCH_INTERCEPT_POOL_BYTES"] = str(max(1 << 20, mem_requested_bytes // 8))
         return env, stats_dir
     except Exception as exc:  # run without the recycler rather than not at all
-        warn(f"--recycle-malloc: {exc}; running without the recycler")
+        log.warning("--recycle-malloc: %s; running without the recycler", exc)
         return env, None
 
 
@@ -228,7 +232,7 @@ def _finish(
     output_dir: Path,
     intercept_dir: Path | None,
 ) -> None:
-    from watcher.watch.finish import finish_report
+    from watcher.watch.finish import finish_job
 
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     before = outcome.extra["usage_before"]
@@ -244,7 +248,7 @@ def _finish(
 
             intercept_stats = intercept.collect_stats(intercept_dir)
         except Exception as exc:
-            warn(f"could not read the recycler's statistics: {exc}")
+            log.warning("could not read the recycler's statistics: %s", exc)
     watch.stop(
         {
             "exit_code": outcome.exit_code,
@@ -262,7 +266,7 @@ def _finish(
         # Inside Slurm the job began before the watcher did (the script's first lines, our
         # own start): its elapsed time, and the cores it held, count from the job's start.
         outcome.started = min(outcome.started, watch.job_started_at)
-    card = finish_report(
+    card = finish_job(
         config,
         output_dir=output_dir,
         job=watch.job,

@@ -1,0 +1,141 @@
+"""The floor plan of docs/architecture.md, checked on every module's imports.
+
+ruff (TID251) keeps the node side out of everything else; this walks the imports of every
+module, at the top and inside functions, and checks the whole table, including that every new
+module has been given a floor.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# First component under watcher/ -> floor.
+FLOORS = {
+    "shared": {"__init__", "config", "errors", "logsetup", "units", "files", "templating",
+               "markup", "records", "spool", "slurm"},
+    "node": {"sampling", "watch", "card", "demo"},
+    "site": {"store", "accounting", "analysis", "letters", "mailer", "server"},
+    "cli": {"cli", "commands", "__main__"},
+}
+MAY_IMPORT = {
+    "shared": {"shared"},
+    "site": {"shared", "site"},
+    # The job's end judges it with the site's engine on a store of its own.
+    "node": {"shared", "node", "site"},
+    "cli": {"shared", "node", "site", "cli"},
+    # The web site reads what the server publishes; never the job watcher.
+    "web": {"shared", "site", "web"},
+}
+
+
+def floor_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] == "webserver":
+        return "web"
+    if parts[0] != "watcher":
+        return None
+    top = parts[1] if len(parts) > 1 else "__init__"
+    for floor, members in FLOORS.items():
+        if top in members:
+            return floor
+    return "unplaced"
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(REPO).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1] if len(parts) > 2 else [parts[0], "__init__"]
+    return ".".join(parts)
+
+
+def imported(path: Path, module: str) -> set[str]:
+    """Every absolute module name this file imports, wherever the import statement is."""
+    found: set[str] = set()
+    package = module.rsplit(".", 1)[0] if path.name != "__init__.py" else module
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                name = ".".join([*base, node.module] if node.module else base)
+            else:
+                name = node.module or ""
+            found.add(name)
+            # `from watcher import spool` imports the module watcher.spool
+            found.update(f"{name}.{a.name}" for a in node.names if is_module(f"{name}.{a.name}"))
+    return found
+
+
+def is_module(dotted: str) -> bool:
+    path = REPO.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def python_files() -> list[Path]:
+    files = sorted((REPO / "watcher").rglob("*.py"))
+    if (REPO / "webserver").is_dir():
+        files += sorted((REPO / "webserver").rglob("*.py"))
+    return [f for f in files if "__pycache__" not in f.parts]
+
+
+def violations(path: Path, module: str) -> list[str]:
+    """The imports of ``path`` (module ``module``) that its floor may not make."""
+    floor = floor_of(module)
+    if floor == "unplaced":
+        return [f"{module} stands on no floor: add it to FLOORS here and to docs/architecture.md"]
+    wrong = []
+    for name in sorted(imported(path, module)):
+        target = floor_of(name)
+        if target is None:  # not ours
+            continue
+        if target == "unplaced" and not is_module(name):
+            continue
+        if target not in MAY_IMPORT[floor]:
+            wrong.append(f"{module} ({floor}) imports {name} ({target})")
+    return wrong
+
+
+@pytest.mark.parametrize("path", python_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_module_imports_follow_the_floor_plan(path: Path) -> None:
+    wrong = violations(path, module_name(path))
+    assert not wrong, "; ".join(wrong) + " (see docs/architecture.md)"
+
+
+def test_every_floor_is_documented() -> None:
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    for floor, members in FLOORS.items():
+        if floor == "cli":
+            continue
+        for member in members - {"__init__", "__main__"}:
+            assert f"`{member}" in text, f"docs/architecture.md does not place {member} on the {floor} floor"
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        ("watcher.store.probe", "def f():\n    from watcher.sampling.sampler import Sampler\n",
+         ["watcher.store.probe (site) imports watcher.sampling.sampler (node)"]),
+        ("watcher.spool", "from watcher import analysis\n",
+         ["watcher.spool (shared) imports watcher.analysis (site)"]),
+        ("watcher.letters.probe", "from ..watch import session\n",
+         ["watcher.letters.probe (site) imports watcher.watch (node)",
+          "watcher.letters.probe (site) imports watcher.watch.session (node)"]),
+        ("watcher.mailer.probe", "from watcher import card\n",
+         ["watcher.mailer.probe (site) imports watcher.card (node)"]),
+        ("watcher.card.probe", "from watcher.analysis.engine import analyze_session\n", []),
+        ("watcher.newthing", "import os\n",
+         ["watcher.newthing stands on no floor: add it to FLOORS here and to docs/architecture.md"]),
+    ],
+)
+def test_the_check_itself(tmp_path: Path, module: str, source: str, expected: list[str]) -> None:
+    path = tmp_path / "probe.py"
+    path.write_text(source)
+    assert violations(path, module) == expected
