@@ -110,9 +110,13 @@ def test_a_failed_write_keeps_the_old_bundle(config, reports):
     assert [p.name for p in path.parent.iterdir()] == ["2026-W46.tar.gz"]
 
 
-def test_user_names_that_are_not_file_names_are_refused(config):
-    with pytest.raises(BundleError, match="file name"):
-        write_bundle(config, PERIOD, [sample_report("../etc", jobs=1, period=PERIOD)])
+def test_user_names_that_are_not_file_names_get_a_safe_member_name(config):
+    path = write_bundle(config, PERIOD, [sample_report("../etc", jobs=1, period=PERIOD)])
+    with tarfile.open(path) as tar:
+        names = tar.getnames()
+    assert "2026-W46/users/~%2E%2E%2Fetc/letter.json" in names
+    assert not any(".." in n.split("/") for n in names)
+    assert [letter.user for letter in open_bundle(path).letters()] == ["../etc"]
 
 
 def test_a_foreign_archive_is_not_a_bundle(tmp_path):

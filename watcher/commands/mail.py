@@ -15,6 +15,7 @@ from watcher.config import Config, expand_path
 if TYPE_CHECKING:
     from watcher.analysis.model import Period
     from watcher.letters.bundle import Bundle
+    from watcher.mailer.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def _bundle(config: Config, period: Period, reanalyze: bool) -> Bundle:
     ``analyze --bundle`` published on the web site, and so that a mail run, which lasts as long
     as the throttle makes it, never holds the store.
     """
-    from watcher.letters.bundle import bundle_path, open_bundle, write_bundle
+    from watcher.letters.bundle import SkippedLetters, bundle_path, open_bundle, write_bundle
 
     path = bundle_path(config, period.id)
     if reanalyze or not path.exists():
@@ -34,9 +35,12 @@ def _bundle(config: Config, period: Period, reanalyze: bool) -> Bundle:
         from watcher.store import Store
 
         log.info("%s period %s", "re-analyzing" if reanalyze else "no bundle yet: analyzing", period.id)
-        with Store.site(config) as store:
+        with Store.site(config) as store:  # refuses a store that is not there
             reports = analyze_period(store, config, period)
-        write_bundle(config, period, reports, progress=None)
+        try:
+            write_bundle(config, period, reports, progress=None)
+        except SkippedLetters as exc:  # the others' letters are in it; the summary lists these
+            log.error("%s", exc)
         log.info("wrote %s (%d users)", path, len(reports))
     return open_bundle(path)
 
@@ -51,6 +55,12 @@ def _bundle(config: Config, period: Period, reanalyze: bool) -> Bundle:
               help="Folder for --dry-run (default: mail.outbox).")
 @click.option("--resend-unconfirmed", is_flag=True,
               help="Also send letters an interrupted run may or may not have sent.")
+@click.option("--resend", multiple=True, metavar="USER",
+              help="Send this user's unconfirmed letter again: it is not in the mail server's "
+                   "log (repeatable).")
+@click.option("--mark-sent", multiple=True, metavar="USER",
+              help="Record this user's unconfirmed letter as sent: it is in the mail server's "
+                   "log. Sends nothing (repeatable).")
 @click.option("--reanalyze", is_flag=True,
               help="Analyze the period again and rewrite its bundle before mailing.")
 @click.option("--allow-unfinished", is_flag=True,
@@ -65,6 +75,8 @@ def mail(
     only: tuple[str, ...],
     outbox: str | None,
     resend_unconfirmed: bool,
+    resend: tuple[str, ...],
+    mark_sent: tuple[str, ...],
     reanalyze: bool,
     allow_unfinished: bool,
     progress: bool | None,
@@ -73,9 +85,11 @@ def mail(
 
     Every delivered letter is recorded in the sent-ledger: run it again after a crash or an
     SMTP error and it goes on where it stopped, never sending anyone the same letter twice.
+    A letter a crash left unconfirmed makes every run exit 1 until --mark-sent or --resend
+    settles it (docs/letters.md, "Exactly once").
     """
     from watcher.analysis.periods import PeriodError, parse_period
-    from watcher.mailer.delivery import Deliverer
+    from watcher.mailer.delivery import FAILED, Deliverer, Outcome
     from watcher.mailer.ledger import Ledger, ledger_path
     from watcher.mailer.smtp import SmtpSession
 
@@ -84,6 +98,14 @@ def mail(
         period = parse_period(period_spec, config.analysis.period, config.analysis.timezone)
     except PeriodError as exc:
         raise click.BadParameter(str(exc), param_hint="--period") from None
+    if mark_sent:
+        if dry_run or resend or resend_unconfirmed or only or reanalyze:
+            raise click.UsageError("--mark-sent only records letters as sent; run mail again "
+                                   "without it to send the others")
+        _mark_sent(config, period.id, mark_sent)
+        return
+    if dry_run and (resend or resend_unconfirmed):
+        raise click.UsageError("--dry-run sends nothing: --resend needs a real run")
     if period.end > datetime.now(UTC):
         # A letter goes out once: sent now, the complete one would never follow.
         if not (dry_run or allow_unfinished):
@@ -94,21 +116,21 @@ def mail(
             )
         log.warning("period %s is not over yet; its letters are incomplete", period.id)
     bundle = _bundle(config, period, reanalyze)
-    unknown = sorted(set(only) - set(bundle.users))
-    if unknown:
-        raise click.ClickException(
-            f"no letter for {', '.join(unknown)} in {bundle.path} (users with jobs in the "
-            "period get one)"
-        )
-    users = [u for u in bundle.users if not only or u in only]
+    where = f"in {bundle.path} (users with jobs in the period get one)"
+    chosen, resent = _named(bundle.users, only, where), _named(bundle.users, resend, where)
+    users = [u for u in bundle.users if not only or u in chosen]
+    missing = [Outcome(u, FAILED, f"no letter in the bundle ({bundle.skipped[u]}); fix it, then "
+                       f"'turingwatch mail --period {period.id} --reanalyze'", period.id)
+               for u in users if u in bundle.skipped]
     if dry_run:
         folder = expand_path(outbox or config.mail.outbox)
         report = Deliverer(config, outbox=folder).deliver(bundle.letters(users))
         log.info("dry run: messages written under %s", folder / period.id)
     else:
         with Ledger(ledger_path(config)) as ledger, SmtpSession(config.mail) as smtp:
+            _check_resend(ledger, period.id, resent)
             deliverer = Deliverer(config, ledger=ledger, smtp=smtp,
-                                  resend_unconfirmed=resend_unconfirmed)
+                                  resend_unconfirmed=resend_unconfirmed, resend=resent)
             show = sys.stderr.isatty() if progress is None else progress
             if show:
                 with click.progressbar(length=len(users), label=f"mail {period.id}",
@@ -117,7 +139,65 @@ def mail(
                                                on_outcome=lambda _o: bar.update(1))
             else:
                 report = deliverer.deliver(bundle.letters(users))
+    report.outcomes.extend(missing)
     for line in report.summary():
         click.echo(line)
     if not report.ok:
         raise click.exceptions.Exit(1)  # failures are listed above; cron sees the status
+
+
+def _named(users: list[str], names: tuple[str, ...], where: str) -> set[str]:
+    """The bundle's users that ``names`` give, each as the login or as its user id (what
+    the summary shows for a name that is no plain login)."""
+    from watcher.letters.view import user_id
+
+    by_id = {user_id(u): u for u in users}
+    found = {n: n if n in users else by_id.get(n) for n in names}
+    unknown = sorted(n for n, u in found.items() if u is None)
+    if unknown:
+        raise click.ClickException(f"no letter for {', '.join(user_id(n) for n in unknown)} "
+                                   f"{where}")
+    return {u for u in found.values() if u is not None}
+
+
+def _check_resend(ledger: Ledger, period_id: str, users: set[str]) -> None:
+    """--resend is for unconfirmed letters: a letter the server confirmed never goes twice."""
+    from watcher.letters.view import user_id
+    from watcher.mailer.ledger import SENT
+
+    for user in sorted(users):
+        entry = ledger.entry(period_id, user)
+        if entry is not None and entry.state == SENT:
+            raise click.ClickException(
+                f"the letter of {user_id(user)} for {period_id} was sent on {entry.sent_at} and "
+                "confirmed by the server; --resend only sends unconfirmed letters again"
+            )
+
+
+def _mark_sent(config: Config, period_id: str, names: tuple[str, ...]) -> None:
+    """Record unconfirmed letters as sent, once an admin found them in the server's log."""
+    from watcher.letters.view import user_id
+    from watcher.mailer.ledger import SENDING, SENT, Ledger, ledger_path
+
+    with Ledger(ledger_path(config)) as ledger:
+        entries = {e.user: e for e in ledger.entries(period_id)}
+        users = _named(list(entries), names, f"of {period_id} in the sent-ledger {ledger.path}")
+        for user in sorted(users):
+            entry = entries[user]
+            if entry.state not in (SENDING, SENT):
+                raise click.ClickException(
+                    f"the letter of {user_id(user)} for {period_id} is not unconfirmed but "
+                    f"{entry.state} ({entry.last_error}); the next run sends it"
+                )
+        for user in sorted(users):
+            entry = entries[user]
+            if entry.state == SENT:
+                click.echo(f"{user_id(user)}: already sent on {entry.sent_at}")
+                continue
+            ledger.resolve_sent(period_id, user, f"marked sent with --mark-sent; unconfirmed "
+                                                 f"since {entry.updated_at}")
+            click.echo(f"{user_id(user)}: marked as sent")
+        left = ledger.unconfirmed()
+    if left:
+        click.echo(f"still unconfirmed: {len(left)} ("
+                   + ", ".join(f"{user_id(e.user)} of {e.period}" for e in left) + ")")

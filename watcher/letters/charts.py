@@ -4,6 +4,8 @@ Pillow rather than matplotlib: a letter needs two plain bar charts, and drawing 
 takes a few milliseconds where a matplotlib figure takes tens (see bench/bench_letters.py).
 Images are drawn at twice their display size so they stay sharp on high-density screens, on
 an opaque white card so that mail clients in dark mode do not put dark text on a dark page.
+Labels are job ids and names from the accounting, made one short printable line first
+(Pillow refuses to measure text with a newline, and fitting a 10 kB name took a minute).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from watcher.letters.view import shown
 from watcher.units import number, percent, plural
 
 SCALE = 2                 # pixels drawn per displayed pixel
 WIDTH = 660               # displayed width, fits the letter's 712 px column
 ROW_H, TOP, BOTTOM = 26, 10, 10
 LABEL_W, VALUE_W = 200, 130
+ID_MAX, NAME_MAX = 20, 40          # characters of a label's job id and name, before fitting
 INK, MUTED, GRID = (31, 35, 40), (87, 96, 106), (208, 215, 222)
 RESERVED = (221, 228, 236)
 GOOD, WARN, BAD = (46, 125, 50), (198, 120, 0), (198, 40, 40)
@@ -70,7 +74,7 @@ def draw_bars(bars: Sequence[Bar]) -> tuple[bytes, int, int]:
     for i, bar in enumerate(bars):
         y = (TOP + i * ROW_H) * SCALE
         mid = y + ROW_H * SCALE // 2
-        label = _fit(draw, bar.label, font, (LABEL_W - 10) * SCALE)
+        label = _fit(draw, shown(bar.label, ID_MAX + 1 + NAME_MAX), font, (LABEL_W - 10) * SCALE)
         draw.text((4 * SCALE, mid), label, fill=INK, font=font, anchor="lm")
         top, bottom = y + 6 * SCALE, y + (ROW_H - 6) * SCALE
         draw.rectangle((track_x0, top, track_x0 + track_w, bottom), fill=RESERVED)
@@ -117,8 +121,8 @@ def _num(job: Mapping[str, Any], *keys: str) -> float | None:
 
 
 def _label(job: Mapping[str, Any]) -> str:
-    job_id = job.get("job_id_display") or job.get("job_id") or "?"
-    return f"{job_id} {job.get('job_name') or ''}".strip()
+    job_id = shown(job.get("job_id_display") or job.get("job_id") or "?", ID_MAX)
+    return f"{job_id} {shown(job.get('job_name') or '', NAME_MAX)}".strip()
 
 
 def _share_color(share: float) -> tuple[int, int, int]:

@@ -44,7 +44,9 @@ CORES = Usage(lambda j: _num(j, "busy_core_hours"), lambda j: _num(j, "core_hour
 GPUS = Usage(_gpu_busy_hours, lambda j: _num(j, "gpu_hours"),
              "Their GPUs were busy for {used} of the {reserved} GPU-hours reserved ({share}).",
              number)
-MEMORY = Usage(lambda j: _num(j, "peak_rss_bytes"),
+# The peak as the kernel charges it (cgroup, PSS); bundles from before it have the RSS sum only.
+MEMORY = Usage(lambda j: _num(j, "peak_memory_bytes") if j.get("peak_memory_bytes") is not None
+               else _num(j, "peak_rss_bytes"),
                lambda j: _num(j, "requested_mem_bytes"),
                "Their memory peaks add up to {used} of the {reserved} they requested ({share}).",
                size)

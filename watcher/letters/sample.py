@@ -51,7 +51,8 @@ def _job(rng: random.Random, job_id: int, start: datetime) -> dict[str, Any]:
         "start_time": start, "end_time": start + timedelta(seconds=elapsed),
         "elapsed_s": elapsed, "time_limit_s": limit, "time_limit_fraction": elapsed / limit,
         "nnodes": 1, "ncpus": cores, "gpus": gpus, "cpu_efficiency": round(busy / cores, 4),
-        "mean_busy_cores": round(busy, 2), "peak_rss_bytes": peak, "peak_node": "node07",
+        "mean_busy_cores": round(busy, 2), "peak_memory_bytes": peak, "memory_source": "cgroup",
+        "peak_rss_bytes": peak, "peak_node": "node07",
         "requested_mem_bytes": requested, "memory_fraction": round(peak / requested, 4),
         "core_hours": round(cores * hours, 3), "busy_core_hours": round(busy * hours, 3),
         "gpu_hours": round(gpus * hours, 3), "gpu_avg_util_pct": util,
@@ -63,7 +64,7 @@ def _rules_for(job: dict[str, Any]) -> list[str]:
     rules = []
     if job["ncpus"] > 1 and job["cpu_efficiency"] < 0.5:
         rules.append("cpu_underuse")
-    if job["memory_fraction"] < 0.75 and job["requested_mem_bytes"] - job["peak_rss_bytes"] > GIB:
+    if job["memory_fraction"] < 0.75 and job["requested_mem_bytes"] - job["peak_memory_bytes"] > GIB:
         rules.append("memory_underuse")
     if job["time_limit_fraction"] < 0.75 and job["time_limit_s"] - job["elapsed_s"] > 1800:
         rules.append("time_limit_underuse")
@@ -90,9 +91,9 @@ def _finding(rule: str, job: dict[str, Any], user: str, period: Period) -> Findi
         metrics.update(cpu_efficiency=job["cpu_efficiency"], cores=job["ncpus"],
                        mean_busy_cores=job["mean_busy_cores"], elapsed_s=job["elapsed_s"])
     elif rule == "memory_underuse":
-        metrics.update(peak_rss_bytes=job["peak_rss_bytes"],
+        metrics.update(peak_memory_bytes=job["peak_memory_bytes"],
                        requested_bytes=job["requested_mem_bytes"],
-                       memory_fraction=job["memory_fraction"])
+                       memory_fraction=job["memory_fraction"], source="cgroup")
     elif rule == "time_limit_underuse":
         metrics.update(elapsed_s=job["elapsed_s"], time_limit_s=job["time_limit_s"])
     info = _shipped_rules()[rule]

@@ -6,14 +6,16 @@ tests check the letter's content without parsing HTML.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from watcher.analysis.model import (
     SEVERITY_ORDER,
@@ -25,9 +27,11 @@ from watcher.analysis.model import (
 )
 from watcher.config import Config
 from watcher.errors import TuringwatchError
-from watcher.letters.charts import Chart
 from watcher.letters.digest import Advice, fallback_rule, headline, pick_advice, problem_anchor
 from watcher.units import by_name, plural
+
+if TYPE_CHECKING:  # charts.py shows its labels with shown() below: no import at run time
+    from watcher.letters.charts import Chart
 
 SEVERITY_LABELS = {"serious": "Serious", "medium": "Medium", "info": "Info"}
 # Columns whose cells hold a list of rule ids, drawn as badges.
@@ -38,7 +42,7 @@ JOB_COLUMNS = ("job_id", "job", "last_job_id")
 # fit the page. The bundle and the web site keep every column.
 LETTER_COLUMNS = frozenset((
     "job_id", "step", "job_name", "elapsed_s", "time_limit_fraction", "cores",
-    "cpu_efficiency", "peak_rss_bytes", "requested_mem_bytes",
+    "cpu_efficiency", "peak_memory_bytes", "requested_mem_bytes",
     "jobs", "core_hours", "max_memory_fraction", "avg_time_limit_fraction",
     "gpu_index", "gpu_name", "avg_util_pct", "idle_fraction", "longest_idle_fraction",
     "gpu_hours", "gpu_avg_util_pct", "gpu_idle_fraction",
@@ -65,6 +69,72 @@ SOLUTION_KINDS = {
 
 class LetterError(TuringwatchError, ValueError):
     """A letter cannot be rendered (a bad template, a bad subject in the configuration)."""
+
+
+# -- text from outside: job names, command lines, user names -------------------------------
+
+# How long a name may be where it is shown: in a table cell, a chart label, a subject.
+CELL_MAX, USER_MAX, SUBJECT_MAX = 60, 40, 200
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# Format characters that join letters into words are kept; the others (bidi embeddings,
+# overrides, isolates and marks, zero-width spaces, BOM) would reorder or hide the text
+# around the name, in the letter as in the subject.
+_JOINERS = frozenset("\u200c\u200d")
+_PLAIN_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@-]*")
+_ID_MAX = 100
+
+
+def shown(value: object, limit: int = CELL_MAX) -> str:
+    """Outside text (a job name, a command line, a user name) as one short printable line.
+
+    Slurm keeps whatever a user typed: newlines, tabs, escape sequences, bidi overrides,
+    10 kB names, bytes that were not UTF-8. Line and paragraph breaks and tabs become
+    spaces, runs of spaces one, other control characters U+FFFD (as do lone surrogates
+    from bytes decoded with ``surrogateescape``), format characters other than the joiners
+    go, and the result is cut to ``limit`` characters with an ellipsis. Escaping for HTML
+    is the templates' part; this makes the text safe for charts, plain text and headers.
+    """
+    text = str(value)
+    cut = len(text) > 4 * limit + 16   # bound the work on 10 kB names; they are cut anyway
+    if cut:
+        text = text[: 4 * limit + 16]
+    chars = []
+    for ch in _SURROGATE.sub("\ufffd", text):
+        if ch.isspace():
+            chars.append(" ")
+            continue
+        category = unicodedata.category(ch)
+        if category == "Cc":
+            chars.append("\ufffd")
+        elif category != "Cf" or ch in _JOINERS:
+            chars.append(ch)
+    text = " ".join("".join(chars).split())
+    if cut or len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def user_id(user: str) -> str:
+    """The user as one safe path segment: bundle folders, outbox files, URLs, headers.
+
+    An ordinary login (letters, digits, ``_ . @ -``, not starting with ``.`` or ``-``) is
+    its own id. Any other name is ``~`` and its UTF-8 bytes percent-encoded, dots and
+    tildes included, so that no id is ``..``, holds a ``/`` or starts with ``-``, and two
+    users never share one (an ordinary login never starts with ``~``). Very long ids keep
+    their start and a hash of the whole name.
+    """
+    if _PLAIN_USER.fullmatch(user) and len(user) <= _ID_MAX:
+        return user
+    if _PLAIN_USER.fullmatch(user):
+        encoded = user
+    else:
+        encoded = "~" + quote(user, safe="", errors="surrogatepass").replace(
+            ".", "%2E").replace("~", "%7E")
+    if len(encoded) > _ID_MAX:
+        digest = hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        start = re.sub(r"%[0-9A-F]?$", "", encoded[: _ID_MAX - 24])  # no half escape
+        encoded = f"{start}~{digest}"
+    return encoded
 
 
 @dataclass(frozen=True)
@@ -129,10 +199,11 @@ class SectionView:
 @dataclass
 class LetterView:
     site: str
-    user: str
+    user: str                   # the login as the report has it: for the ledger and addresses
+    name: str                   # the same as shown in the letter (see shown())
     period_id: str
     period_label: str
-    analysis_id: str
+    analysis_id: str            # <period>:<user_id>: quotable, and the same in every header
     subject: str
     preheader: str
     headline: list[str]
@@ -252,8 +323,10 @@ class _Builder:
         if not site.job_url or job_id is None:
             return None
         cluster = row.get("cluster") or self.cluster_of.get(str(job_id)) or ""
-        return fill(site.job_url, "site.job_url", job_id=job_id, cluster=cluster,
-                    user=self.report.user, web_url=site.web_url.rstrip("/"))
+        # Each value is one path segment, whatever the accounting holds.
+        return fill(site.job_url, "site.job_url", job_id=quote(str(job_id), safe=""),
+                    cluster=quote(str(cluster), safe=""), user=user_id(self.report.user),
+                    web_url=site.web_url.rstrip("/"))
 
     @staticmethod
     def same_rows(table: Table, other: Table | None) -> bool:
@@ -285,6 +358,8 @@ class _Builder:
             ))
             return Cell("" if badges else "–", badges=badges)
         text = by_name(column.id, value)
+        if isinstance(value, str | list | tuple):   # names and commands: from outside
+            text = shown(text, CELL_MAX)
         if column.id in JOB_COLUMNS:
             return Cell(text, href=self.job_href(row, value), numeric=False)
         mono = isinstance(value, str) and (len(value) > 40 or "/" in value or " -" in value)
@@ -367,8 +442,9 @@ class _Builder:
         advice = pick_advice(report, self.rules)
         problems = len({f.rule for f in report.findings})
         label = period_label(report.period)
-        subject = fill(letters.subject, "letters.subject", site=site.name, period=report.period.id,
-                       user=report.user, problems=problems)
+        subject = shown(fill(letters.subject, "letters.subject", site=site.name,
+                             period=report.period.id, user=shown(report.user, USER_MAX),
+                             problems=problems), SUBJECT_MAX)
         if advice:
             top = advice[0]
             preheader = f"First change: {top.rule.title} in {plural(top.jobs, 'job')}."
@@ -377,18 +453,20 @@ class _Builder:
         else:
             preheader = f"No problem found in your jobs of {report.period.id}."
         web = site.web_url.rstrip("/")
-        feedback = (with_query(site.feedback_url, letter_ref=report.analysis_id)
+        analysis_id = f"{report.period.id}:{user_id(report.user)}"
+        feedback = (with_query(site.feedback_url, letter_ref=analysis_id)
                     if site.feedback_url else None)
         letter_url = (fill(letters.url, "letters.url", period=report.period.id,
-                           user=report.user, web_url=web) if letters.url else None)
+                           user=user_id(report.user), web_url=web) if letters.url else None)
         contact = site.contact.strip()
         address = contact_address(contact)
         contact_href = f"mailto:{address}" if address else (
             contact if contact.startswith(("http://", "https://")) else None)
         news = [" ".join(p.split()) for p in re.split(r"\n\s*\n", letters.news) if p.strip()]
         return LetterView(
-            site=site.name, user=report.user, period_id=report.period.id, period_label=label,
-            analysis_id=report.analysis_id, subject=subject, preheader=preheader,
+            site=site.name, user=report.user, name=shown(report.user, USER_MAX),
+            period_id=report.period.id, period_label=label,
+            analysis_id=analysis_id, subject=subject, preheader=preheader,
             headline=headline(report), advice=advice, charts=self.charts, news=news,
             sections=sections, other_problems=other, problem_count=problems,
             feedback_url=feedback, letter_url=letter_url,

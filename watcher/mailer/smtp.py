@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.policy
 import smtplib
 import ssl
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import parseaddr
 
@@ -75,14 +76,26 @@ class SmtpSession:
             raise ServerUnreachable(f"cannot connect to SMTP server {self.server}: {exc}") from None
         return smtp
 
-    def send(self, message: EmailMessage, to: str, cc: list[str] | None = None) -> dict[str, str]:
+    def send(
+        self,
+        message: EmailMessage,
+        to: str,
+        cc: list[str] | None = None,
+        before_data: Callable[[], None] | None = None,
+    ) -> dict[str, str]:
         """Hand one letter to the server; return the Cc addresses it refused.
 
         The main recipient comes first and alone: when the server refuses it, the transaction
         is abandoned before DATA, so no copy reaches the Cc list either (and a later retry
         cannot give the Cc list a second one). Raises DeliveryError then, and Unconfirmed when
         the connection fails after the letter's text went out.
+
+        ``before_data`` is called once the server accepted MAIL FROM and RCPT TO, right before
+        DATA: up to there the server has nothing, and any failure (connecting, the login, a
+        refusal, a dropped connection) leaves the letter plainly unsent. When it raises, the
+        transaction is abandoned (RSET) and its exception goes on.
         """
+        data = message.as_bytes(policy=email.policy.SMTP)
         if self._smtp is None:
             self._smtp = self._connect()
         smtp = self._smtp
@@ -100,8 +113,14 @@ class SmtpSession:
                 code, text = smtp.rcpt(address)
                 if code not in (250, 251):
                     refused[address] = _answer(code, text)
+            if before_data is not None:
+                try:
+                    before_data()
+                except BaseException:
+                    self._reset()
+                    raise
             try:
-                code, text = smtp.data(message.as_bytes(policy=email.policy.SMTP))
+                code, text = smtp.data(data)
             except smtplib.SMTPDataError as exc:  # DATA itself refused: nothing was sent
                 self._abandon(exc.smtp_code, exc.smtp_error, "message")
             except (OSError, smtplib.SMTPServerDisconnected) as exc:
@@ -120,11 +139,15 @@ class SmtpSession:
         return refused
 
     def _abandon(self, code: int, text: bytes, what: str) -> None:
+        self._reset()
+        raise DeliveryError(f"{what}: {_answer(code, text)}", permanent=code >= 500)
+
+    def _reset(self) -> None:
+        """End the transaction so that the connection can take the next letter."""
         try:
             self._smtp.rset()
         except (OSError, smtplib.SMTPException):
             self._drop()
-        raise DeliveryError(f"{what}: {_answer(code, text)}", permanent=code >= 500)
 
     def _drop(self) -> None:
         if self._smtp is not None:
