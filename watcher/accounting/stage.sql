@@ -1,6 +1,6 @@
--- sacct_raw (one text column per sacct field, and the record's line) to typed rows.
--- Variables: sacct_tz, the zone sacct's times are in; sacct_fields, how many fields a
--- record has.
+-- sacct_raw (one text column per sacct field, the record's line, and how many fields its
+-- output's header names) to typed rows.
+-- Variables: sacct_tz, the zone sacct's times are in.
 -- Every record is kept, bad ones too: `bad` names the first field whose text is there but
 -- could not be read, and the importer stops on it before anything is stored.
 
@@ -17,7 +17,9 @@ WITH typed AS (
         sacct_time(start, getvariable('sacct_tz')) AS start_time,
         sacct_time("end", getvariable('sacct_tz')) AS end_time,
         CAST(sacct_seconds(timelimit) AS BIGINT) AS time_limit_s,
-        TRY_CAST(elapsedraw AS BIGINT) AS elapsed_s,
+        TRY_CAST(elapsedraw AS BIGINT) AS elapsed_raw_s,
+        -- Elapsed ([D-]HH:MM:SS) where an older or hand-made output has no ElapsedRaw.
+        CAST(sacct_seconds(elapsed) AS BIGINT) AS elapsed_text_s,
         TRY_CAST(nnodes AS INTEGER) AS nnodes_n,
         TRY_CAST(ncpus AS INTEGER) AS ncpus_n,
         TRY_CAST(reqcpus AS INTEGER) AS req_cpus,
@@ -56,7 +58,8 @@ SELECT
     state_word AS state,
     CASE WHEN contains(state, ' by ')
         THEN TRY_CAST(split_part(state, ' by ', 2) AS BIGINT) END AS cancelled_by_uid,
-    exit_code, exit_signal, submit_time, start_time, end_time, time_limit_s, elapsed_s,
+    exit_code, exit_signal, submit_time, start_time, end_time, time_limit_s,
+    coalesce(elapsed_raw_s, elapsed_text_s) AS elapsed_s,
     nnodes_n AS nnodes,
     ncpus_n AS ncpus,
     req_cpus,
@@ -72,7 +75,7 @@ SELECT
     sacct_text(maxrssnode) AS max_rss_node,
     ave_rss_bytes,
     CASE
-        WHEN field_count <> getvariable('sacct_fields') THEN 'field count'
+        WHEN field_count <> fields_wanted THEN 'field count'
         WHEN TRY_CAST(raw_job AS BIGINT) IS NULL THEN 'JobIDRaw'
         WHEN state_word IS NULL THEN 'State'
         WHEN sacct_text(exitcode) IS NOT NULL AND (exit_code IS NULL OR exit_signal IS NULL)
@@ -82,7 +85,9 @@ SELECT
         WHEN sacct_text("end") IS NOT NULL AND end_time IS NULL THEN 'End'
         WHEN sacct_text(timelimit) IS NOT NULL AND time_limit_s IS NULL
             AND timelimit <> 'UNLIMITED' AND timelimit <> 'Partition_Limit' THEN 'Timelimit'
-        WHEN sacct_text(elapsedraw) IS NOT NULL AND elapsed_s IS NULL THEN 'ElapsedRaw'
+        WHEN sacct_text(elapsedraw) IS NOT NULL AND elapsed_raw_s IS NULL THEN 'ElapsedRaw'
+        WHEN sacct_text(elapsedraw) IS NULL AND sacct_text(elapsed) IS NOT NULL
+            AND elapsed_text_s IS NULL THEN 'Elapsed'
         WHEN sacct_text(nnodes) IS NOT NULL AND nnodes_n IS NULL THEN 'NNodes'
         WHEN sacct_text(ncpus) IS NOT NULL AND ncpus_n IS NULL THEN 'NCPUS'
         WHEN sacct_text(reqcpus) IS NOT NULL AND req_cpus IS NULL THEN 'ReqCPUS'
