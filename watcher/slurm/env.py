@@ -9,7 +9,9 @@ Slurm itself is :mod:`watcher.slurm.commands`.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
+import pwd
 import re
 import socket
 import time
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from watcher.slurm.commands import SlurmCommands
 
 _MIB = 1024 * 1024
+log = logging.getLogger(__name__)
 
 # Slurm's reserved step ids (slurm.h), as they show up in SLURM_STEP_ID. Batch was
 # 0xfffffffe before Slurm 20.11 and is 0xfffffffb since.
@@ -211,3 +214,33 @@ def detect(env: Mapping[str, str] | None = None, *, slurm: SlurmCommands | None 
 def local_job_label(now: float | None = None) -> str:
     """The label of a run outside Slurm, used in the default output directory name."""
     return "local-" + time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+
+
+def process_user(job_id: int | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The user this process runs as, named from its uid (never ``$USER`` or
+    ``SLURM_JOB_USER``, which anyone can set): whose samples a watch session records.
+
+    In the job ``job_id`` (the one ``env`` is of), ``SLURM_JOB_UID`` names the job's owner:
+    root watching it (an admin's ``attach``) records that owner; any other process records
+    itself, with a warning, since its spools are its own files and the site's ingest checks a
+    spool's user against the owner of its file.
+    """
+    env = os.environ if env is None else env
+    uid = os.getuid()
+    owner = _int(env.get("SLURM_JOB_UID"))
+    this_job = job_id is not None and _int(env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")) == job_id
+    if this_job and owner is not None and owner != uid:
+        if uid == 0:
+            return user_name(owner)
+        log.warning(
+            "job %s belongs to uid %d, and this watcher runs as %s: its samples are recorded as %s's",
+            job_id, owner, user_name(uid), user_name(uid))
+    return user_name(uid)
+
+
+def user_name(uid: int) -> str:
+    """The name of a uid, else the uid as text (an account the passwd database does not know)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

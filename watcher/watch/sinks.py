@@ -9,6 +9,9 @@ nothing of the job's own files: the card and ``report.html`` are written either 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -17,6 +20,9 @@ from watcher.config import Config, expand_path
 from watcher.files import copy_atomic
 
 log = logging.getLogger(__name__)
+# What a copy's name may hold of its label: the label comes from the job's environment
+# (SLURM_CLUSTER_NAME), and a name must stay one name in the directory.
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class SpoolSink(Protocol):
@@ -31,6 +37,11 @@ class DirectorySink:
     Each copy appears whole or not at all (an unpredictable temporary, then renamed), so the
     ingest never reads a half-copied spool and nobody can plant a link where it writes;
     ``label`` (cluster and job) keeps the names of two jobs apart.
+
+    A spool holds the job's command lines (passwords in arguments included), so a copy is
+    readable by its owner only (0600; root runs the ingest), or also by the directory's group
+    (0640) when the directory is set-group-ID: then the copy's group is the directory's, one the
+    site chose for its service user (docs/store.md), never the user's own group.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -38,13 +49,20 @@ class DirectorySink:
 
     def deliver(self, spools: Sequence[Path], *, label: str) -> None:
         try:
+            mode = copy_mode(self.directory)
+            safe = _UNSAFE.sub("_", label)
             for path in spools:
-                copy_atomic(path, self.directory / f"{label}.{path.name}", mode=0o640)
+                copy_atomic(path, self.directory / f"{safe}.{path.name}", mode=mode)
         except OSError as exc:
             log.warning("could not leave the spools in %s: %s", self.directory, exc)
 
     def __repr__(self) -> str:
         return f"DirectorySink({str(self.directory)!r})"
+
+
+def copy_mode(directory: Path) -> int:
+    """0640 in a set-group-ID directory (its group reads the copies), else 0600."""
+    return 0o640 if os.stat(directory).st_mode & stat.S_ISGID else 0o600
 
 
 def configured_sinks(config: Config) -> list[SpoolSink]:
