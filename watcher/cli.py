@@ -128,7 +128,7 @@ def whose_jobs(user: str | None, all_users: bool) -> str | None:
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),  # checked on reading, so `run` can still start its job
     help="TOML config file (default: $TURINGWATCH_CONFIG, else /etc/turingwatch/turingwatch.toml).",
 )
 @click.option(

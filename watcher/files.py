@@ -11,12 +11,20 @@ with ``os.replace``.
 What a crash leaves: before the rename, the old target untouched and, only if the process
 died without running its cleanup, a dot file ``.<name>.<random>.tmp`` beside it; after the
 rename, the new file. Any exception on the way removes the temporary and re-raises.
+
+The directories these files go to, when the watcher makes them for a job, come from
+:func:`private_dir`: made 0700, and one that is already there is used only if it is this
+user's own (not a link someone else planted, not another user's directory, not writable by
+every user), so that nobody can lay a trap where a job writes.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import pwd
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,3 +72,56 @@ def copy_atomic(src: Path | str, dst: Path | str, *, mode: int = 0o644) -> None:
     """Copy ``src`` to ``dst`` so that ``dst`` appears whole or not at all."""
     with open(src, "rb") as source, atomic_open(dst, mode=mode) as out:
         shutil.copyfileobj(source, out, _CHUNK)
+
+
+def private_dir(path: Path | str, *, mode: int = 0o700) -> Path:
+    """A directory this user may safely write into: made with ``mode`` if missing.
+
+    Missing parents are made as ``mkdir -p`` makes them. A directory that is already there is
+    kept as it is (its owner chose its mode) if it is this user's own: a symlink someone else
+    made, another user's directory (one planted where a job's predictable output directory
+    goes) and a directory every user may write to without the sticky bit are refused.
+
+    Raises:
+        OSError: it cannot be made, or it is refused (``PermissionError``, or
+            ``NotADirectoryError`` for something else in the way); ``strerror`` says why.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(target, mode)
+        made = True
+    except FileExistsError:
+        made = False
+    me = os.geteuid()
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        link = os.lstat(target)
+        if not stat.S_ISLNK(link.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(target)) from None
+        if link.st_uid != me:  # a link of one's own (~/results -> /scratch/me) is fine
+            raise PermissionError(errno.EPERM, f"a symlink made by {_user(link.st_uid)}, "
+                                  "not by you", str(target)) from None
+        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != me:
+            raise PermissionError(errno.EPERM, f"a directory of {_user(st.st_uid)}'s, not yours",
+                                  str(target))
+        if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+            raise PermissionError(errno.EPERM, "a directory every user may write to", str(target))
+        if made:  # the umask may have taken bits the caller asked for
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return target
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"

@@ -6,7 +6,6 @@ import functools
 import logging
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import click
 
 from watcher.cli import AppContext, pass_app
 
-MIN_INTERVAL_S = 0.5
 # Rounds in a row with none of the job's processes on this node before we call it ended.
 _EMPTY_ROUNDS_TO_END = 2
 log = logging.getLogger(__name__)
@@ -57,15 +55,23 @@ def attach(
     It stops when the job has no process left on this node, when the batch host's run
     finishes (it leaves a STOP file in the directory), or on SIGINT/SIGTERM.
     """
+    from watcher.files import private_dir
     from watcher.sampling.gpu import GpuSampler, visible_devices_from_env
     from watcher.sampling.sources import SlurmSource
     from watcher.slurm import env as jobenv
     from watcher.slurm.commands import SlurmCommands
     from watcher.watch.finish import finish_job
-    from watcher.watch.runner import Outcome, name_this_process, resolve_output_dir
+    from watcher.watch.runner import (
+        Outcome,
+        name_this_process,
+        print_card,
+        resolve_output_dir,
+        sampling_interval,
+    )
     from watcher.watch.session import STOP_MARKER, AlreadyWatched, Watch
 
     name_this_process()
+    os.umask(0o077)  # what attach writes (spool, store, reports) is its owner's only
     config = app.config
     here = jobenv.detect()
     job_id = job_id if job_id is not None else here.job_id
@@ -75,7 +81,7 @@ def attach(
     job = here if inside else jobenv.JobContext(
         job_id, None, here.cluster, here.node, here.user_name, None, None, None, None, None
     )
-    interval_s = max(MIN_INTERVAL_S, config.sampler.interval_s if interval is None else interval)
+    interval_s = sampling_interval(interval, config.sampler.interval_s, logger=log)
     output_dir = resolve_output_dir(config, job, output)
     stop_file = output_dir / STOP_MARKER
 
@@ -90,6 +96,7 @@ def attach(
             return self.empty_rounds >= _EMPTY_ROUNDS_TO_END or stop_file.exists()
 
     try:
+        private_dir(output_dir)
         watch = AttachWatch(
             output_dir=output_dir,
             job=job,
@@ -104,7 +111,8 @@ def attach(
         log.warning("%s; nothing to do", exc)
         return
     except OSError as exc:
-        raise click.ClickException(f"cannot write to {output_dir}: {exc.strerror}") from None
+        where = exc.filename or output_dir
+        raise click.ClickException(f"cannot write to {where}: {exc.strerror}") from None
 
     def finish(signum: int, _frame: object) -> None:
         watch.request_stop()
@@ -124,7 +132,7 @@ def attach(
             outcome=outcome, batch_host=False,
         )
         if card:
-            sys.stdout.write(card)
+            print_card(card)
 
 
 def _ended_by(watch: object, stop_file: Path) -> str:

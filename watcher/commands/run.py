@@ -11,16 +11,17 @@ from watcher.cli import AppContext, pass_app
 from watcher.config import Config
 from watcher.errors import ConfigError
 
-MIN_INTERVAL_S = 0.5
 log = logging.getLogger(__name__)
 
 
+# The options are read as plain text and checked by the watcher, not by click: a value click
+# refused (`-i 5x`, an output path that is a file) would stop the job from starting at all.
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("-i", "--interval", type=float, help="Seconds between samples (default 10, ≥ 0.5).")
+@click.option("-i", "--interval", help="Seconds between samples (default 10, 0.5 to 3600).")
 @click.option(
     "-o",
     "--output",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Directory for the spool, store, report.html and summary.json.",
 )
 @click.option("--recycle-malloc", is_flag=True, help="Preload the large-allocation recycler.")
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 @pass_app
 def run(
     app: AppContext,
-    interval: float | None,
+    interval: str | None,
     output: Path | None,
     recycle_malloc: bool,
     mail: bool,
@@ -52,16 +53,14 @@ def run(
 
     try:
         config = app.config
-    except ConfigError as exc:  # not through the CLI's error boundary: the command must start
-        log.warning("configuration: %s; using the defaults", exc)
+    except Exception as exc:  # not through the CLI's error boundary: the command must start
+        # A ConfigError says what is wrong; anything else is a bug, named by its type.
+        what = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+        log.warning("configuration: %s; using the defaults", what)
         config = Config()
-    interval_s = config.sampler.interval_s if interval is None else interval
-    if interval_s < MIN_INTERVAL_S:
-        log.warning("--interval %s is below %s s; using %s", interval_s, MIN_INTERVAL_S, MIN_INTERVAL_S)
-        interval_s = MIN_INTERVAL_S
     options = runner.RunOptions(
-        command=list(command),
-        interval_s=interval_s,
+        command=_without_unknown_options(list(command)),
+        interval_s=runner.sampling_interval(interval, config.sampler.interval_s, logger=log),
         output_dir=output,
         recycle_malloc=recycle_malloc,
         mail=mail,
@@ -69,3 +68,14 @@ def run(
         gpu=not no_gpu,
     )
     runner.exit_like(runner.run(config, options))
+
+
+def _without_unknown_options(command: list[str]) -> list[str]:
+    """The command after ``--``, when options this turingwatch does not know came before it
+    (``run --newer-option 2 -- CMD``, written for a later version): click passed them on as the
+    command's first words, and the job would not start."""
+    if command and command[0].startswith("-") and "--" in command:
+        split = command.index("--")
+        log.warning("unknown option(s) ignored: %s", " ".join(command[:split]))
+        return command[split + 1:]
+    return command

@@ -6,7 +6,7 @@ import pwd
 import re
 from pathlib import Path
 
-from watcher.config import MailSettings, expand_path
+from watcher.config import MailSettings, NotText, expand_path, read_text_file
 from watcher.mailer.errors import AddressError, MailError
 
 # Good enough to tell an address from a full name or a room number in a GECOS field.
@@ -16,9 +16,11 @@ _ADDRESS = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 def read_address_map(path: Path) -> dict[str, str]:
     """Parse a file of ``user address`` lines; blank lines and ``#`` comments are ignored."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text_file(path).splitlines()
     except OSError as exc:
         raise MailError(f"address map {path} cannot be read: {exc.strerror}") from None
+    except NotText as exc:
+        raise MailError(f"address map {path} {exc}") from None
     mapping: dict[str, str] = {}
     for number, line in enumerate(lines, 1):
         line = line.split("#", 1)[0].strip()

@@ -6,18 +6,20 @@ import fnmatch
 import pwd
 from pathlib import Path
 
-from watcher.config import MailSettings, expand_path
+from watcher.config import MailSettings, NotText, expand_path, read_text_file
 from watcher.mailer.errors import MailError
 
 
 def read_opt_outs(path: Path) -> set[str]:
     """Users listed one a line; a missing file means nobody opted out yet."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_file(path)
     except FileNotFoundError:
         return set()
     except OSError as exc:
         raise MailError(f"opt-out file {path} cannot be read: {exc.strerror}") from None
+    except NotText as exc:
+        raise MailError(f"opt-out file {path} {exc}") from None
     return {line.split("#", 1)[0].strip() for line in text.splitlines()} - {""}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -30,6 +31,8 @@ SUMMED = (
     "evictions", "idle_releases", "fallbacks",
 )  # fmt: skip
 PEAKS = ("peak_live_bytes", "peak_pool_bytes", "peak_pool_blocks")
+# One process's statistics are a few KiB (one row per size class); anything much larger is not.
+_MAX_STATS_BYTES = 1 << 20
 
 
 class InterceptError(TuringwatchError):
@@ -100,9 +103,23 @@ def preload_environment(
 
 
 def read_stats(path: Path) -> dict[str, Any] | None:
-    """Parse one process's statistics file; ``None`` if it is missing, partial or not ours."""
+    """Parse one process's statistics file; ``None`` if it is missing, partial or not ours.
+
+    Not ours: a symlink (never followed), anything but a regular file (a FIFO would block the
+    report), a file another user owns, or one far larger than statistics ever are.
+    """
     try:
-        data = json.loads(Path(path).read_text())
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as file:
+            if not _own_file(os.fstat(file.fileno())):
+                return None
+            raw = file.read(_MAX_STATS_BYTES + 1)
+        if len(raw) > _MAX_STATS_BYTES:
+            return None
+        data = json.loads(raw)
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("version") != 1:
@@ -113,11 +130,25 @@ def read_stats(path: Path) -> dict[str, Any] | None:
 
 
 def stats_files(prefix_or_dir: Path) -> list[Path]:
-    """The statistics files under a prefix (``<prefix>.<pid>.json``) or in a directory."""
+    """The statistics files under a prefix (``<prefix>.<pid>.json``) or in a directory.
+
+    Only this user's regular files: a link or another user's file planted among them is left
+    out (and :func:`read_stats` checks again on the file it opens).
+    """
     where = Path(prefix_or_dir)
-    if where.is_dir():
-        return sorted(where.glob("*.json"))
-    return sorted(where.parent.glob(f"{where.name}.*.json"))
+    found = where.glob("*.json") if where.is_dir() else where.parent.glob(f"{where.name}.*.json")
+    return sorted(path for path in found if _own_file(_lstat(path)))
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
+def _own_file(st: os.stat_result | None) -> bool:
+    return st is not None and stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
 
 
 def collect_stats(prefix_or_dir: Path) -> dict[str, Any]:
