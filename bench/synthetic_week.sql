@@ -91,7 +91,9 @@ WHERE j.cluster = 'synth';
 
 -- name: step_samples
 -- The work runs in step 0 when there is one (batch only launches it), else in batch.
-INSERT INTO step_samples
+INSERT INTO step_samples (session_id, seq, ts, job_id, step, node, nprocs, nthreads, cpu_user_s, cpu_system_s,
+    rss_bytes, largest_rss_bytes, largest_pid, largest_comm, read_bytes, write_bytes, rchar, wchar,
+    minor_faults, major_faults, cpus_available, cpus_source)
 WITH s AS (
     SELECT p.*, unnest(range(p.samples)) AS seq, st.step, st.share
     FROM plan p
@@ -120,7 +122,8 @@ FROM v;
 
 -- name: process_samples
 -- Process rows for the Jupyter-like jobs only: the rest of the week's processes add rows, not work.
-INSERT INTO process_samples
+INSERT INTO process_samples (session_id, seq, ts, step, pid, ppid, start_ticks, comm, cmdline, cpu_user_s,
+    cpu_system_s, rss_bytes, read_bytes, write_bytes, rchar, wchar, minor_faults, major_faults, nthreads)
 SELECT 's' || (1000000 + p.i), seq, j.start_time + to_seconds((seq + 1) * p.interval_s),
        'batch', 4242, 4200, 123456, 'jupyter-lab', 'jupyter-lab --no-browser',
        0.05 * (seq + 1) * p.interval_s, 0, 200 << 20, 0, 0, NULL, NULL, 100, 0, 4

@@ -43,7 +43,7 @@ def test_packaged_rules_are_complete_and_documented():
                 "memory_oversubscription", "memory_underuse", "gpu_underuse", "cpu_underuse",
                 "time_limit_underuse", "gpu_never_used", "try_splitting",
                 "investigate_gpu_usage", "high_system_time"}
-    added = {"gpu_no_process", "serial_many_cores", "short_jobs"}
+    added = {"gpu_no_process", "serial_many_cores", "short_jobs", "cpu_idle", "cpu_starved"}
     assert {r.id for r in rules.rules} == old_tool | added
     for rule in rules.rules:
         assert rule.enabled and rule.cause and rule.impact and rule.solution, rule.id
@@ -186,7 +186,7 @@ def test_rules_command_lists_the_rules_in_force(tmp_path):
     assert "short_jobs  [info, resources]  Many short jobs  (disabled)" in text.output
     assert "max_efficiency = 0.5" in text.output
     data = json.loads(CliRunner().invoke(cli, ["rules", "--format", "json"], env=env).output)
-    assert data["source"] == str(site) and len(data["rules"]) == 15
+    assert data["source"] == str(site) and len(data["rules"]) == 17
 
 
 def test_analyze_command_prints_json_findings(tmp_path):

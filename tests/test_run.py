@@ -173,7 +173,7 @@ def test_run_mails_its_report_card(tmp_path):
         env = {"TURINGWATCH_MAIL_SMTP_HOST": "127.0.0.1", "TURINGWATCH_MAIL_SMTP_PORT": str(port),
                "TURINGWATCH_MAIL_DOMAIN": "example.org", "TURINGWATCH_SITE_NAME": "Turing",
                "SLURM_JOB_USER": "alice"}
-        done = turingwatch(tmp_path, "run", "-q", "--mail", "-i", "0.5", "-o", "o", "--", "true", env=env)
+        done = turingwatch(tmp_path, "run", "-q", "--mail", "-i", "0.5", "-o", "o", "--", "sleep", "1.5", env=env)
     finally:
         controller.stop()
     assert done.returncode == 0, done.stderr

@@ -28,6 +28,13 @@ class ProcessSample(NamedTuple):
     minor_faults: int       # own
     major_faults: int
     nthreads: int
+    # Run-queue wait of its threads (schedstat), cumulative, threads that exited included;
+    # None where not readable. Reaped children's waits are not inherited (unlike CPU times).
+    cpu_wait_s: float | None = None
+    # Its proportional set size (smaps_rollup Pss: shared pages split among their sharers),
+    # read this round or scaled from its last reading by its RSS; None: not used (its step's
+    # memory came from a cgroup or from RSS).
+    pss_bytes: int | None = None
 
 
 class StepSample(NamedTuple):
@@ -48,6 +55,18 @@ class StepSample(NamedTuple):
     major_faults: int
     cpus_available: int | None
     cpus_source: str | None
+    # How long the step's threads waited for a CPU, cumulative like the CPU times; processes
+    # that left keep their last reading. None: not measured.
+    cpu_wait_s: float | None = None
+    # The memory the step holds as the kernel charges it (watcher/sampling/memory.py), and
+    # where it comes from: "cgroup" (the step's memory cgroup, less inactive file cache),
+    # "pss" (sum of its processes' PSS), "rss" (sum of RSS: one process, or nothing better).
+    # rss_bytes above stays the RSS sum. None: a spool from before these fields.
+    mem_bytes: int | None = None
+    mem_source: str | None = None
+    # The cgroup's own high-water mark (memory.peak, v1 max_usage_in_bytes), file cache
+    # included, since the cgroup was made; None without a memory cgroup.
+    mem_peak_bytes: int | None = None
 
 
 class GpuReading(NamedTuple):

@@ -14,8 +14,10 @@ Lines (``k`` is the kind):
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +33,28 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class SpoolWriter:
-    """Appends whole lines with single ``write`` calls on an O_APPEND descriptor."""
+    """Appends whole lines with single ``write`` calls on an O_APPEND descriptor.
+
+    The spool is its owner's only (0600: it holds command lines, with whatever passwords they
+    carry), and a link planted where it goes is never followed (``O_NOFOLLOW``) nor a file that
+    is not its own written to.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd: int | None = os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
-        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            os.close(fd)
+            raise PermissionError(errno.EPERM, "not a file of this user's", str(path))
+        self._fd: int | None = fd
 
     def _write(self, obj: dict[str, Any]) -> None:
         if self._fd is None:
             raise OSError(f"spool {self.path} is closed")
-        data = (_dumps(obj) + "\n").encode()
+        # A name from a non-UTF-8 environment must not cost the job its watcher.
+        data = (_dumps(obj) + "\n").encode("utf-8", "replace")
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
@@ -78,14 +89,17 @@ class SpoolWriter:
 
 
 def read_header(path: Path) -> dict[str, Any] | None:
-    """The session line of a spool, or None if the file has none (yet)."""
+    """The session line of a spool, or None if the file has none (yet), or its first line is
+    not a session line (another file, or garbage: any JSON, not only an object)."""
     try:
         with path.open("rb") as f:
             first = f.readline()
         head = json.loads(first)
     except (OSError, ValueError):
         return None
-    return head if head.get("k") == "session" else None
+    if isinstance(head, dict) and head.get("k") == "session" and isinstance(head.get("session"), dict):
+        return head
+    return None
 
 
 def has_ended(path: Path) -> bool:
@@ -96,9 +110,10 @@ def has_ended(path: Path) -> bool:
             size = f.tell()
             f.seek(max(0, size - 65536))
             tail = f.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
-        return json.loads(tail).get("k") == "end"
+        last = json.loads(tail)
     except (OSError, ValueError):
         return False
+    return isinstance(last, dict) and last.get("k") == "end"
 
 
 def spool_files(output_dir: Path) -> list[Path]:

@@ -8,7 +8,8 @@ SELECT job_key, user_name, cluster, job_id, job_id_display, array_job_id, job_na
        partition, qos, state, exit_code, exit_signal, start_time, end_time, elapsed_s,
        time_limit_s, round(time_limit_fraction, 4) AS time_limit_fraction, nnodes, ncpus, gpus,
        samples, round(cpu_s, 1) AS cpu_s, cpu_source, round(cpu_efficiency, 4) AS cpu_efficiency,
-       round(mean_busy_cores, 2) AS mean_busy_cores, peak_rss_bytes, memory_source, peak_node,
+       round(mean_busy_cores, 2) AS mean_busy_cores, peak_memory_bytes, memory_source, peak_rss_bytes,
+       peak_node,
        req_mem_per_node AS requested_mem_bytes, round(memory_fraction, 4) AS memory_fraction,
        round(core_hours, 3) AS core_hours, round(busy_core_hours, 3) AS busy_core_hours,
        round(gpu_hours, 3) AS gpu_hours, round(gpu_avg_util_pct, 1) AS gpu_avg_util_pct,
@@ -23,7 +24,7 @@ SELECT j.user_name, u.job_key, j.job_id_display, j.job_name, u.step, u.node, u.s
        u.cpus_available, round(u.mean_busy_cores, 2) AS mean_busy_cores,
        round(u.max_busy_cores, 2) AS max_busy_cores,
        round(u.parallel_s / nullif(u.span_s, 0), 4) AS parallel_fraction,
-       round(u.cpu_s, 1) AS cpu_s, u.peak_rss_bytes,
+       round(u.cpu_s, 1) AS cpu_s, u.peak_memory_bytes, u.memory_source, u.peak_rss_bytes,
        u.sys_samples, u.sys_10_33, u.sys_33_67, u.sys_67_100, round(u.sys_over_100, 2) AS sys_over_100,
        round(u.sys_score, 2) AS sys_score,
        round(u.system_s / nullif(u.cpu_s, 0), 4) AS system_share

@@ -19,7 +19,7 @@ from typing import Any
 
 from watcher.analysis.model import SEVERITY_ORDER, RuleInfo
 from watcher.analysis.sections import SECTIONS as _SECTION_SPECS
-from watcher.config import Config, expand_path
+from watcher.config import Config, NotText, expand_path, read_text_file
 from watcher.errors import TuringwatchError
 
 EXEMPT_KINDS = ("users", "accounts", "partitions", "qos")
@@ -87,11 +87,13 @@ def load_rules(config: Config) -> RuleSet:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_text_file(path)
     except FileNotFoundError:
         raise RuleError(f"rule file {path} does not exist") from None
     except OSError as exc:
         raise RuleError(f"rule file {path} cannot be read: {exc.strerror}") from None
+    except NotText as exc:
+        raise RuleError(f"rule file {path} {exc}") from None
 
 
 def _parse(text: str, where: str) -> dict[str, Any]:

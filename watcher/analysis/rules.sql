@@ -3,24 +3,84 @@
 -- <rule>__<threshold>. Enabled flags, minimum runtimes, exemptions and suppression are applied
 -- afterwards, the same way for every rule (findings.sql).
 
+-- The CPU rules, most specific cause first: cpu_idle (nothing ran), cpu_starved (the node held
+-- the job back), serial_many_cores and low_concurrency (the program ran one thing at a time),
+-- cpu_underuse (fewer cores busy than held, cause unknown). Each one's suppressed_by in
+-- rules.toml names the more specific ones, so a job gets one CPU finding per cause.
+-- CPU time is accounting's for a job that has ended, else the samples' over the time they
+-- cover (tw_job_metrics.cpu_span_s); a running job without samples has none and is not judged.
+
 -- name: cpu_underuse
 INSERT INTO tw_candidates
 SELECT 'cpu_underuse', job_key, NULL, NULL, NULL,
-       json_object('cpu_efficiency', round(cpu_efficiency, 4), 'cpu_s', round(cpu_s, 1),
-                   'elapsed_s', elapsed_s, 'cores', ncpus,
-                   'mean_busy_cores', round(mean_busy_cores, 2), 'source', cpu_source)
+       json_merge_patch(
+           json_object('cpu_efficiency', round(cpu_efficiency, 4), 'cpu_s', round(cpu_s, 1),
+                       'elapsed_s', elapsed_s, 'cores', ncpus,
+                       'mean_busy_cores', round(mean_busy_cores, 2), 'source', cpu_source),
+           -- What the threads waited for a CPU, when it was measured.
+           CASE WHEN sampled_waiting_cores IS NOT NULL
+                THEN json_object('mean_waiting_cores', round(sampled_waiting_cores, 2))
+                ELSE '{}'::JSON END)
 FROM tw_job_metrics, tw_th th
 WHERE ncpus > 0 AND elapsed_s > 0 AND cpu_s IS NOT NULL
   AND cpu_efficiency < th.cpu_underuse__max_efficiency;
 
+-- name: cpu_idle
+-- From samples: the share of the observed time in which the job ran (and waited to run) less
+-- than max_busy_cores on every node. From accounting alone (a job that has ended, too short
+-- for samples or never sampled): a mean of at most max_busy_cores × (1 - min_idle_fraction)
+-- busy cores, which leaves at most 1 - min_idle_fraction of the run with max_busy_cores busy.
+-- GPU jobs are left to the GPU rules: a process waiting for its GPU uses no CPU.
+INSERT INTO tw_candidates
+SELECT 'cpu_idle', job_key, NULL, NULL, NULL,
+       json_object('idle_fraction',
+                   round(CASE WHEN cpu_samples >= th.cpu_idle__min_samples THEN idle_fraction
+                              ELSE greatest(1 - mean_busy_cores / th.cpu_idle__max_busy_cores, 0)
+                         END, 4),
+                   'mean_busy_cores', round(mean_busy_cores, 3), 'cores', ncpus,
+                   'elapsed_s', elapsed_s,
+                   'source', CASE WHEN cpu_samples >= th.cpu_idle__min_samples THEN 'samples'
+                                  ELSE cpu_source END)
+FROM tw_job_metrics, tw_th th
+WHERE ncpus > 0 AND gpus = 0 AND NOT gpu_active
+  AND CASE WHEN cpu_samples >= th.cpu_idle__min_samples
+           THEN idle_fraction >= th.cpu_idle__min_idle_fraction
+           ELSE cpu_source = 'accounting' AND mean_busy_cores
+                <= th.cpu_idle__max_busy_cores * (1 - th.cpu_idle__min_idle_fraction)
+      END;
+
+-- name: cpu_starved
+-- Waiting explains the gap between the cores held and the cores busy when the job's threads
+-- were busy on fewer than max_efficiency of its cores while busy plus waiting (run-queue time
+-- over the same sampled intervals, in cores) reached min_demand_fraction of them.
+INSERT INTO tw_candidates
+SELECT 'cpu_starved', job_key, NULL, NULL, NULL,
+       json_object('cores', ncpus,
+                   'busy_cores', round(sampled_busy_cores, 2),
+                   'waiting_cores', round(sampled_waiting_cores, 2),
+                   'wait_share',
+                   round(sampled_waiting_cores / (sampled_busy_cores + sampled_waiting_cores), 4),
+                   'cpu_efficiency', round(sampled_busy_cores / ncpus, 4),
+                   'samples', cpu_samples, 'source', 'samples')
+FROM tw_job_metrics, tw_th th
+WHERE ncpus > 0 AND cpu_samples >= th.cpu_starved__min_samples
+  AND sampled_waiting_cores > 0
+  AND sampled_busy_cores < th.cpu_starved__max_efficiency * ncpus
+  AND sampled_busy_cores + sampled_waiting_cores >= th.cpu_starved__min_demand_fraction * ncpus;
+
 -- name: low_concurrency
+-- Concurrency counts the threads that waited for a CPU as running (usage.sql: parallel).
 INSERT INTO tw_candidates
 SELECT 'low_concurrency', u.job_key, u.step, u.node, NULL,
-       json_object('cores_available', u.cpus_available,
-                   'mean_busy_cores', round(u.mean_busy_cores, 2),
-                   'max_busy_cores', round(u.max_busy_cores, 2),
-                   'parallel_fraction', round(u.parallel_s / u.span_s, 4),
-                   'samples', u.samples)
+       json_merge_patch(
+           json_object('cores_available', u.cpus_available,
+                       'mean_busy_cores', round(u.mean_busy_cores, 2),
+                       'max_busy_cores', round(u.max_busy_cores, 2),
+                       'parallel_fraction', round(u.parallel_s / u.span_s, 4),
+                       'samples', u.samples),
+           CASE WHEN u.mean_waiting_cores IS NOT NULL
+                THEN json_object('mean_waiting_cores', round(u.mean_waiting_cores, 2))
+                ELSE '{}'::JSON END)
 FROM tw_step_usage u
 JOIN tw_job_metrics j USING (job_key)
 CROSS JOIN tw_th th
@@ -47,29 +107,32 @@ WHERE ncpus >= th.serial_many_cores__min_cores
                           AND th.serial_many_cores__max_busy_cores;
 
 -- name: memory_oversubscription
+-- The memory peak as the kernel charges it (tw_job_metrics.peak_memory_bytes: cgroup or PSS where
+-- sampled, else the RSS sum or MaxRSS): forked workers sharing their parent's pages are not
+-- counted once per process.
 INSERT INTO tw_candidates
 SELECT 'memory_oversubscription', job_key, NULL, peak_node, NULL,
-       json_object('peak_rss_bytes', peak_rss_bytes, 'requested_bytes', req_mem_per_node,
+       json_object('peak_memory_bytes', peak_memory_bytes, 'requested_bytes', req_mem_per_node,
                    'memory_fraction', round(memory_fraction, 4), 'state', state,
                    'source', memory_source)
 FROM tw_job_metrics, tw_th th
 WHERE state = 'OUT_OF_MEMORY'
    OR (req_mem_per_node > 0
-       AND peak_rss_bytes >= th.memory_oversubscription__min_peak_fraction * req_mem_per_node);
+       AND peak_memory_bytes >= th.memory_oversubscription__min_peak_fraction * req_mem_per_node);
 
 -- name: memory_underuse
 -- Judged per job (the node with the highest peak against the per-node request), so helper steps
 -- that hold little memory by design are never flagged on their own.
 INSERT INTO tw_candidates
 SELECT 'memory_underuse', job_key, NULL, peak_node, NULL,
-       json_object('peak_rss_bytes', peak_rss_bytes, 'requested_bytes', req_mem_per_node,
+       json_object('peak_memory_bytes', peak_memory_bytes, 'requested_bytes', req_mem_per_node,
                    'memory_fraction', round(memory_fraction, 4),
-                   'unused_bytes', req_mem_per_node - peak_rss_bytes, 'source', memory_source)
+                   'unused_bytes', req_mem_per_node - peak_memory_bytes, 'source', memory_source)
 FROM tw_job_metrics, tw_th th
 WHERE end_time IS NOT NULL AND state <> 'OUT_OF_MEMORY'
-  AND req_mem_per_node > 0 AND peak_rss_bytes > 0
-  AND peak_rss_bytes < th.memory_underuse__max_peak_fraction * req_mem_per_node
-  AND req_mem_per_node - peak_rss_bytes >= th.memory_underuse__min_unused_bytes;
+  AND req_mem_per_node > 0 AND peak_memory_bytes > 0
+  AND peak_memory_bytes < th.memory_underuse__max_peak_fraction * req_mem_per_node
+  AND req_mem_per_node - peak_memory_bytes >= th.memory_underuse__min_unused_bytes;
 
 -- name: time_limit_underuse
 INSERT INTO tw_candidates

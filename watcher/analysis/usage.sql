@@ -5,13 +5,21 @@
 -- name: session_steps
 -- Per session and step: CPU work, busy cores per sample interval, memory peak, system-time
 -- profile. Only the columns the sums need travel through the window's sort.
+-- Demand is what the step's threads wanted of the CPUs: busy cores plus the cores' worth of
+-- threads that waited for one (schedstat run-queue time; NULL, read as 0, when not measured).
+-- Memory is the RSS sum (peak_rss_bytes) and what the kernel charges (peak_memory_bytes, from
+-- mem_bytes: the step's cgroup or its PSS, else the RSS sum; memory_source says which). A sample
+-- with no process of the job in it (nprocs = 0: the watcher or a slurmstepd alone) measured no
+-- memory, and a step none of whose samples had one measured nothing (max_processes = 0).
 CREATE OR REPLACE TEMP TABLE tw_session_steps AS
 WITH deltas AS (
     SELECT session_id, step, ts, rss_bytes, cpus_available, cpu_user_s, cpu_system_s,
+           nprocs, coalesce(mem_bytes, rss_bytes) AS mem_bytes, mem_source,
            epoch(ts - lag(ts) OVER w) AS dt,
            -- Counters only grow; a drop means a process left without being reaped in the tree.
            greatest(cpu_user_s - lag(cpu_user_s) OVER w, 0) AS d_user,
-           greatest(cpu_system_s - lag(cpu_system_s) OVER w, 0) AS d_sys
+           greatest(cpu_system_s - lag(cpu_system_s) OVER w, 0) AS d_sys,
+           greatest(cpu_wait_s - lag(cpu_wait_s) OVER w, 0) AS d_wait
     FROM step_samples
     WHERE session_id IN (SELECT session_id FROM tw_sessions)
     -- seq orders a session's rounds as ts does; it is the cheaper sort key.
@@ -22,7 +30,12 @@ judged AS (
            (d.d_user + d.d_sys) / d.dt AS busy_cores,
            d.d_sys / nullif(d.d_user, 0) AS sys_ratio,
            d.d_sys / d.dt >= th.high_system_time__min_system_cores AND d.d_user > 0 AS sys_counted,
-           (d.d_user + d.d_sys) / d.dt > th.low_concurrency__max_busy_cores AS parallel
+           -- Concurrency is what the threads wanted: two processes that shared one core with
+           -- other work ran in parallel as far as the program goes.
+           (d.d_user + d.d_sys + coalesce(d.d_wait, 0)) / d.dt > th.low_concurrency__max_busy_cores
+               AS parallel,
+           (d.d_user + d.d_sys + coalesce(d.d_wait, 0)) / d.dt >= th.cpu_idle__max_busy_cores
+               AS active
     FROM deltas d CROSS JOIN tw_th th
 )
 SELECT session_id, step,
@@ -34,10 +47,15 @@ SELECT session_id, step,
        sum(CASE WHEN dt IS NULL THEN cpu_user_s + cpu_system_s ELSE d_user + d_sys END) AS cpu_s,
        sum(CASE WHEN dt IS NULL THEN cpu_system_s ELSE d_sys END) AS system_s,
        coalesce(sum(d_user + d_sys), 0) AS sampled_cpu_s,
+       sum(d_wait) AS sampled_wait_s,
        max(busy_cores) AS max_busy_cores,
        coalesce(sum(dt) FILTER (parallel), 0) AS parallel_s,
+       coalesce(sum(dt) FILTER (active), 0) AS active_s,
        max(cpus_available) AS cpus_available,
-       max(rss_bytes) AS peak_rss_bytes,
+       max(rss_bytes) FILTER (nprocs > 0) AS peak_rss_bytes,
+       max(mem_bytes) FILTER (nprocs > 0) AS peak_memory_bytes,
+       arg_max(coalesce(mem_source, 'rss'), mem_bytes) FILTER (nprocs > 0) AS memory_source,
+       max(nprocs) AS max_processes,
        count(*) FILTER (sys_counted) AS sys_samples,
        count(*) FILTER (sys_counted AND sys_ratio > 0.1 AND sys_ratio <= 1 / 3) AS sys_10_33,
        count(*) FILTER (sys_counted AND sys_ratio > 1 / 3 AND sys_ratio <= 2 / 3) AS sys_33_67,
@@ -48,6 +66,8 @@ GROUP BY session_id, step;
 
 -- name: step_usage
 -- Per job, step and node (a node may have had more than one session, e.g. run and attach).
+-- Only steps whose samples found a process of the job: rounds that saw none measured nothing,
+-- and a job with no such step is judged as one without samples (from accounting alone).
 CREATE OR REPLACE TEMP TABLE tw_step_usage AS
 SELECT s.job_key, u.step, s.node,
        sum(u.samples) AS samples,
@@ -56,11 +76,17 @@ SELECT s.job_key, u.step, s.node,
        max(u.last_ts) AS last_ts,
        sum(u.cpu_s) AS cpu_s,
        sum(u.system_s) AS system_s,
+       sum(u.sampled_cpu_s) AS sampled_cpu_s,
+       sum(u.sampled_wait_s) AS sampled_wait_s,
        sum(u.sampled_cpu_s) / nullif(sum(u.span_s), 0) AS mean_busy_cores,
+       sum(u.sampled_wait_s) / nullif(sum(u.span_s), 0) AS mean_waiting_cores,
        max(u.max_busy_cores) AS max_busy_cores,
        sum(u.parallel_s) AS parallel_s,
+       sum(u.active_s) AS active_s,
        coalesce(max(u.cpus_available), max(s.cores_available)) AS cpus_available,
        max(u.peak_rss_bytes) AS peak_rss_bytes,
+       max(u.peak_memory_bytes) AS peak_memory_bytes,
+       arg_max(u.memory_source, u.peak_memory_bytes) AS memory_source,
        sum(u.sys_samples) AS sys_samples,
        sum(u.sys_10_33) AS sys_10_33,
        sum(u.sys_33_67) AS sys_33_67,
@@ -70,31 +96,43 @@ SELECT s.job_key, u.step, s.node,
        sum(u.sys_33_67) + 2 * sum(u.sys_67_100) + 3 * sum(u.sys_over_100) AS sys_score
 FROM tw_session_steps u
 JOIN tw_sessions s USING (session_id)
+WHERE u.max_processes > 0
 GROUP BY s.job_key, u.step, s.node;
 
 -- name: node_memory
--- Per job and node: the peak of the memory all its steps held at the same sample round. A
--- session with one step needs no per-round sum: its step's peak is the node's.
+-- Per job and node: the peak of the memory all its steps held at the same sample round, as the
+-- RSS sum and as the kernel charges it, with the source of the round at the charged peak (one
+-- word, or two joined by '+' when its steps differ: a one-process step's 'rss' beside a 'pss').
+-- A session with one step needs no per-round sum: its step's peak is the node's.
 CREATE OR REPLACE TEMP TABLE tw_node_memory AS
 WITH multi AS (
     SELECT session_id FROM tw_session_steps GROUP BY session_id HAVING count(*) > 1
 ),
 peaks AS (
-    SELECT session_id, max(rss_bytes) AS peak_rss_bytes
+    SELECT session_id, max(rss_bytes) AS peak_rss_bytes, max(memory_bytes) AS peak_memory_bytes,
+           arg_max(memory_source, memory_bytes) AS memory_source
     FROM (
-        SELECT session_id, seq, sum(rss_bytes) AS rss_bytes
+        SELECT session_id, seq, sum(rss_bytes) AS rss_bytes,
+               sum(coalesce(mem_bytes, rss_bytes)) AS memory_bytes,
+               CASE WHEN min(coalesce(mem_source, 'rss')) = max(coalesce(mem_source, 'rss'))
+                    THEN min(coalesce(mem_source, 'rss'))
+                    ELSE min(coalesce(mem_source, 'rss')) || '+' || max(coalesce(mem_source, 'rss'))
+               END AS memory_source
         FROM step_samples
-        WHERE session_id IN (SELECT session_id FROM multi)
+        WHERE session_id IN (SELECT session_id FROM multi) AND nprocs > 0
         GROUP BY session_id, seq
     )
     GROUP BY session_id
     UNION ALL
-    SELECT session_id, max(peak_rss_bytes)
+    SELECT session_id, max(peak_rss_bytes), max(peak_memory_bytes),
+           arg_max(memory_source, peak_memory_bytes)
     FROM tw_session_steps
     WHERE session_id NOT IN (SELECT session_id FROM multi)
     GROUP BY session_id
 )
-SELECT s.job_key, s.node, max(p.peak_rss_bytes) AS peak_rss_bytes
+SELECT s.job_key, s.node, max(p.peak_rss_bytes) AS peak_rss_bytes,
+       max(p.peak_memory_bytes) AS peak_memory_bytes,
+       arg_max(p.memory_source, p.peak_memory_bytes) AS memory_source
 FROM peaks p JOIN tw_sessions s USING (session_id)
 GROUP BY s.job_key, s.node;
 
@@ -206,9 +244,28 @@ WITH sampled AS (
            max(samples) AS samples, min(first_ts) AS first_ts, max(last_ts) AS last_ts
     FROM tw_step_usage GROUP BY job_key
 ),
+node_cpu AS (
+    -- Per node, over its longest-observed step (the batch or extern step spans the job there):
+    -- the CPU work and the waiting of all its steps, and how long any of them was active.
+    SELECT job_key, node, max(span_s) AS span_s, max(samples) AS samples,
+           sum(sampled_cpu_s) AS busy_s, sum(sampled_wait_s) AS wait_s, sum(active_s) AS active_s
+    FROM tw_step_usage GROUP BY job_key, node
+),
+sampled_cpu AS (
+    -- Idle time is counted conservatively: a moment any step was active counts as active for
+    -- its node, and overlapping activity of two steps is subtracted twice.
+    SELECT job_key,
+           sum(busy_s / span_s) AS sampled_busy_cores,
+           sum(wait_s / span_s) AS sampled_waiting_cores,
+           min(samples) AS cpu_samples,
+           sum(greatest(span_s - active_s, 0)) / sum(span_s) AS idle_fraction
+    FROM node_cpu WHERE span_s > 0 GROUP BY job_key
+),
 memory AS (
     SELECT job_key, max(peak_rss_bytes) AS peak_rss_bytes,
-           arg_max(node, peak_rss_bytes) AS peak_node
+           max(peak_memory_bytes) AS peak_memory_bytes,
+           arg_max(node, peak_memory_bytes) AS peak_node,
+           arg_max(memory_source, peak_memory_bytes) AS sampled_memory_source
     FROM tw_node_memory GROUP BY job_key
 ),
 gpus AS (
@@ -220,15 +277,32 @@ gpus AS (
 merged AS (
     SELECT j.*,
            coalesce(sp.samples, 0) AS samples,
-           -- Accounting has the whole run of a finished job; samples are all we have otherwise.
-           CASE WHEN j.has_accounting AND j.state <> 'RUNNING' AND j.acct_cpu_s IS NOT NULL
-                THEN j.acct_cpu_s ELSE greatest(j.acct_cpu_s, sp.cpu_s) END AS cpu_s,
-           CASE WHEN j.has_accounting AND j.state <> 'RUNNING' AND j.acct_cpu_s IS NOT NULL
+           -- Accounting has the whole run of a job that has ended. While a job runs, sacct's
+           -- TotalCPU counts only the steps that have ended (0 before the first): the job is
+           -- judged from its samples then, over the time they cover, or not at all.
+           CASE WHEN j.end_time IS NOT NULL AND j.has_accounting AND j.acct_cpu_s IS NOT NULL
+                THEN j.acct_cpu_s ELSE sp.cpu_s END AS cpu_s,
+           CASE WHEN j.end_time IS NOT NULL AND j.has_accounting AND j.acct_cpu_s IS NOT NULL
                 THEN 'accounting' WHEN sp.cpu_s IS NOT NULL THEN 'samples' END AS cpu_source,
-           -- A running step's MaxRSS is NULL: the sampled peak still counts.
+           -- The time that CPU time covers: the run, or from the start to the last sample (the
+           -- cumulative counters hold the work done before the first one).
+           CASE WHEN j.end_time IS NOT NULL AND j.has_accounting AND j.acct_cpu_s IS NOT NULL
+                THEN j.elapsed_s
+                WHEN sp.cpu_s IS NOT NULL
+                THEN greatest(epoch(sp.last_ts - j.start_time), 0) END AS cpu_span_s,
+           sc.sampled_busy_cores, sc.sampled_waiting_cores, sc.cpu_samples,
+           sc.idle_fraction,
+           -- RSS sums, both (sacct's MaxRSS sums RSS over a step's processes, jobacct_gather/
+           -- linux): the larger. A running step's MaxRSS is NULL: the sampled peak still counts.
            greatest(m.peak_rss_bytes, j.acct_peak_rss_bytes) AS peak_rss_bytes,
-           CASE WHEN coalesce(m.peak_rss_bytes, -1) >= coalesce(j.acct_peak_rss_bytes, -1)
-                THEN 'samples' ELSE 'accounting' END AS memory_source,
+           -- Memory as the kernel charges it, what the memory rules judge: the samples' cgroup
+           -- or PSS figure where they measured one (MaxRSS would count shared pages again),
+           -- else the larger of the sampled RSS sum and MaxRSS (accounting alone: MaxRSS).
+           CASE WHEN coalesce(m.sampled_memory_source, 'rss') <> 'rss' THEN m.peak_memory_bytes
+                ELSE greatest(m.peak_memory_bytes, j.acct_peak_rss_bytes) END AS peak_memory_bytes,
+           CASE WHEN coalesce(m.sampled_memory_source, 'rss') <> 'rss' THEN m.sampled_memory_source
+                WHEN m.peak_memory_bytes >= coalesce(j.acct_peak_rss_bytes, -1) THEN 'rss'
+                WHEN j.acct_peak_rss_bytes IS NOT NULL THEN 'accounting' END AS memory_source,
            m.peak_node,
            greatest(j.ngpus, coalesce(g.gpus_seen, 0)) AS gpus,
            coalesce(g.active, FALSE) AS gpu_active,
@@ -236,13 +310,14 @@ merged AS (
            coalesce(g.energy_j, 0) AS gpu_energy_j
     FROM tw_jobs j
     LEFT JOIN sampled sp USING (job_key)
+    LEFT JOIN sampled_cpu sc USING (job_key)
     LEFT JOIN memory m USING (job_key)
     LEFT JOIN gpus g USING (job_key)
 )
 SELECT m.*,
-       m.cpu_s / nullif(m.elapsed_s * m.ncpus, 0) AS cpu_efficiency,
-       m.cpu_s / nullif(m.elapsed_s, 0) AS mean_busy_cores,
-       m.peak_rss_bytes / nullif(m.req_mem_per_node, 0) AS memory_fraction,
+       m.cpu_s / nullif(m.cpu_span_s * m.ncpus, 0) AS cpu_efficiency,
+       m.cpu_s / nullif(m.cpu_span_s, 0) AS mean_busy_cores,
+       m.peak_memory_bytes / nullif(m.req_mem_per_node, 0) AS memory_fraction,
        m.elapsed_s / nullif(m.time_limit_s, 0) AS time_limit_fraction,
        m.elapsed_s * m.ncpus / 3600 AS core_hours,
        m.cpu_s / 3600 AS busy_core_hours,

@@ -34,17 +34,7 @@ def charts(summary: dict[str, Any]) -> list[str]:
                 reference=(f"{cores // per_node} available", cores / per_node) if cores else None,
             )
         )
-        requested = summary.get("mem_requested_bytes")
-        top = max([requested or 0, *(r["rss_bytes"] or 0 for r in timeline)])
-        unit, scale = ("GiB", 1024**3) if top >= 1024**3 else ("MiB", 1024**2)
-        out.append(
-            line_chart(
-                list(_by_node(timeline, "rss_bytes", scale).items()),
-                title="Resident memory",
-                y_label=unit,
-                reference=("requested", requested / scale) if requested else None,
-            )
-        )
+        out.append(_memory_chart(summary, timeline))
     gpu_rows = summary.get("gpu_timeline", [])
     if gpu_rows:
         start = min(r["t"] for r in gpu_rows)
@@ -57,6 +47,31 @@ def charts(summary: dict[str, Any]) -> list[str]:
             line_chart(list(series.items()), title="GPU utilization", y_label="%", y_max=100)
         )
     return out
+
+
+# The chart's title by where the memory figure comes from (summary.json memory_source).
+_MEMORY_TITLES = {"cgroup": "Memory (as the cgroup charges it)", "pss": "Memory (PSS)",
+                  "rss": "Resident memory"}
+
+
+def _memory_chart(summary: dict[str, Any], timeline: list[dict[str, Any]]) -> str:
+    """Memory as the kernel charges it per node; the RSS sum beside it where that reads more
+    than a tenth higher (pages shared between processes, counted once per process)."""
+    rows = [{**r, "memory_bytes": r["rss_bytes"] if r.get("memory_bytes") is None else r["memory_bytes"]}
+            for r in timeline]
+    requested = summary.get("mem_requested_bytes")
+    top = max([requested or 0, *(r["rss_bytes"] or 0 for r in rows), *(r["memory_bytes"] or 0 for r in rows)])
+    unit, scale = ("GiB", 1024**3) if top >= 1024**3 else ("MiB", 1024**2)
+    series = list(_by_node(rows, "memory_bytes", scale).items())
+    charged = max((r["memory_bytes"] or 0 for r in rows), default=0)
+    if max((r["rss_bytes"] or 0 for r in rows), default=0) > 1.1 * charged:
+        series += [(f"{node} RSS sum", points) for node, points in _by_node(rows, "rss_bytes", scale).items()]
+    return line_chart(
+        series,
+        title=_MEMORY_TITLES.get(summary.get("memory_source") or "rss", "Memory"),
+        y_label=unit,
+        reference=("requested", requested / scale) if requested else None,
+    )
 
 
 def render_report_html(summary: dict[str, Any]) -> str:

@@ -2,14 +2,24 @@
 -- Every query takes $sessions: the session ids of the job (one per node).
 -- Counters are cumulative: a step's totals are its last sample; rates come from deltas
 -- between consecutive samples of the same (session, step), ordered by time.
+-- Memory: rss_bytes is the RSS sum (a shared page counted once per process), mem_bytes what the
+-- kernel charges (mem_source: cgroup, pss or rss; NULL in spools from before it: the RSS sum).
+-- A step sample with no process of the job in it (nprocs = 0: only the watcher, or a step's
+-- slurmstepd) measured no memory: it is left out of the peaks.
 
 -- name: steps
 WITH per_node AS (
     SELECT session_id, node, step,
         arg_max(cpu_user_s, seq) AS cpu_user_s,
         arg_max(cpu_system_s, seq) AS cpu_system_s,
-        max(rss_bytes) AS peak_rss_bytes,
-        max(largest_rss_bytes) AS largest_process_rss_bytes,
+        -- run-queue wait, cumulative; NULL when the watcher could not measure it
+        arg_max(cpu_wait_s, seq) AS cpu_wait_s,
+        max(rss_bytes) FILTER (nprocs > 0) AS peak_rss_bytes,
+        max(coalesce(mem_bytes, rss_bytes)) FILTER (nprocs > 0) AS peak_memory_bytes,
+        arg_max(coalesce(mem_source, 'rss'), coalesce(mem_bytes, rss_bytes)) FILTER (nprocs > 0)
+            AS memory_source,
+        max(mem_peak_bytes) AS cgroup_peak_bytes,
+        max(largest_rss_bytes) FILTER (nprocs > 0) AS largest_process_rss_bytes,
         arg_max(read_bytes, seq) AS read_bytes,
         arg_max(write_bytes, seq) AS write_bytes,
         arg_max(minor_faults, seq) AS minor_faults,
@@ -26,7 +36,11 @@ WITH per_node AS (
 SELECT step,
     sum(cpu_user_s) AS cpu_user_s,
     sum(cpu_system_s) AS cpu_system_s,
+    sum(cpu_wait_s) AS cpu_wait_s,
     max(peak_rss_bytes) AS peak_rss_bytes,
+    max(peak_memory_bytes) AS peak_memory_bytes,
+    arg_max(memory_source, peak_memory_bytes) AS memory_source,
+    max(cgroup_peak_bytes) AS cgroup_peak_bytes,
     max(largest_process_rss_bytes) AS largest_process_rss_bytes,
     sum(read_bytes) AS read_bytes,
     sum(write_bytes) AS write_bytes,
@@ -43,15 +57,26 @@ ORDER BY CASE step WHEN 'batch' THEN 0 WHEN 'local' THEN 0 WHEN 'extern' THEN 2 
     try_cast(step AS INTEGER) NULLS LAST, step;
 
 -- name: nodes
--- Per node: memory is the sum over steps at one sample; the peak is over samples.
+-- Per node: memory is the sum over steps at one sample; the peak is over samples. Its source is
+-- that of the round at the peak: one word when all steps had the same, else e.g. "cgroup+rss".
+-- measured_samples: the rounds that found a process of the job.
 WITH per_seq AS (
-    SELECT session_id, node, seq, sum(rss_bytes) AS rss_bytes
+    SELECT session_id, node, seq,
+        sum(rss_bytes) AS rss_bytes,
+        sum(coalesce(mem_bytes, rss_bytes)) AS memory_bytes,
+        string_agg(DISTINCT coalesce(mem_source, 'rss'), '+' ORDER BY coalesce(mem_source, 'rss'))
+            AS memory_source,
+        sum(nprocs) > 0 AS measured
     FROM step_samples
     WHERE session_id IN (SELECT unnest($sessions))
     GROUP BY session_id, node, seq
 )
-SELECT s.node, s.session_id, s.mode, s.cores_available, s.mem_requested_bytes,
-    max(p.rss_bytes) AS peak_rss_bytes, count(p.seq) AS samples
+SELECT s.node, s.session_id, s.mode, s.cores_available, s.mem_requested_bytes, s.interval_s,
+    max(p.rss_bytes) FILTER (p.measured) AS peak_rss_bytes,
+    max(p.memory_bytes) FILTER (p.measured) AS peak_memory_bytes,
+    arg_max(p.memory_source, p.memory_bytes) FILTER (p.measured) AS memory_source,
+    count(p.seq) AS samples,
+    count(p.seq) FILTER (p.measured) AS measured_samples
 FROM sessions AS s
 LEFT JOIN per_seq AS p USING (session_id)
 WHERE s.session_id IN (SELECT unnest($sessions))
@@ -59,9 +84,9 @@ GROUP BY ALL
 ORDER BY s.node;
 
 -- name: timeline
--- Cores in use and memory per node and sample interval.
+-- Cores in use and memory per node and sample interval (memory_bytes: as the kernel charges it).
 WITH deltas AS (
-    SELECT session_id, node, seq, ts, rss_bytes,
+    SELECT session_id, node, seq, ts, rss_bytes, coalesce(mem_bytes, rss_bytes) AS memory_bytes,
         (cpu_user_s + cpu_system_s)
             - lag(cpu_user_s + cpu_system_s) OVER w AS cpu_s,
         epoch(ts) - epoch(lag(ts) OVER w) AS dt
@@ -72,7 +97,8 @@ WITH deltas AS (
 SELECT node, seq, epoch(max(ts)) AS t,
     sum(cpu_s) FILTER (WHERE dt > 0) / nullif(max(dt), 0) AS cores_in_use,
     max(dt) AS dt,
-    sum(rss_bytes) AS rss_bytes
+    sum(rss_bytes) AS rss_bytes,
+    sum(memory_bytes) AS memory_bytes
 FROM deltas
 GROUP BY session_id, node, seq
 ORDER BY node, seq;
@@ -115,6 +141,7 @@ ORDER BY node, gpu_index, t;
 SELECT p.pid, any_value(p.comm) AS comm, p.step, s.node,
     max(p.cpu_user_s + p.cpu_system_s) AS cpu_s,
     max(p.rss_bytes) AS peak_rss_bytes,
+    max(p.pss_bytes) AS peak_pss_bytes,
     any_value(p.cmdline) FILTER (WHERE p.cmdline IS NOT NULL) AS cmdline,
     epoch(max(p.ts)) - epoch(min(p.ts)) AS seen_s
 FROM process_samples AS p

@@ -23,6 +23,71 @@ def _line(label: str, text: str) -> str:
     return f"  {label:<13}{text}".rstrip()
 
 
+def _usage(s: dict[str, Any]) -> list[str]:
+    """CPU, cores busy and memory, from the samples."""
+    lines: list[str] = []
+    cores = s.get("cores_available")
+    cpu_total = (s.get("cpu_user_s") or 0) + (s.get("cpu_system_s") or 0)
+    mean = s["cores_in_use"]["mean"]
+    lines.append(
+        _line(
+            "CPU",
+            f"{_share(s.get('cpu_efficiency'))} efficiency: {cpu_total:.1f} core-s used "
+            f"of {cores or '?'} cores × {clock(s.get('elapsed_s'))}"
+            + (f" (mean {mean:.2f} cores busy)" if mean is not None else ""),
+        )
+    )
+    lines.append(
+        _line("", f"user {s.get('cpu_user_s') or 0:.1f} s, system {s.get('cpu_system_s') or 0:.1f} s")
+    )
+    wait = s.get("cpu_wait_s")
+    if wait is not None and cpu_total + wait > 0:
+        # What the node withheld: the share of the time its threads wanted a CPU and waited.
+        lines.append(_line("", f"waited {wait:.1f} s for a CPU: {_share(wait / (cpu_total + wait))}"
+                               " of the time its threads wanted to run"))
+    dist = s["cores_in_use"]["distribution"]
+    if dist:
+        lines.append(_line("Cores busy", "share of the time with N cores busy (partly busy: rounded up)"))
+        for row in dist:
+            lines.append(_line("", f"{row['cores']:>3} {_bar(row['share'])} {_share(row['share'])}"))
+
+    lines.extend(_memory(s))
+    return lines
+
+
+# How the card names where the memory peak comes from (summary.json memory_source).
+_SOURCES = {
+    "cgroup": "as its cgroup charges it",
+    "pss": "PSS: shared pages split among the processes sharing them",
+    "rss": "RSS, resident memory",
+}
+
+
+def _memory(s: dict[str, Any]) -> list[str]:
+    """The memory peak as the kernel charges it, its source, and the RSS sum when that reads
+    notably higher (shared pages counted once per process)."""
+    peak, requested = s.get("peak_memory_bytes"), s.get("mem_requested_bytes")
+    if peak is None:  # a summary from before peak_memory_bytes
+        peak = s.get("peak_rss_bytes")
+    memory = f"peak {_size(peak)}"
+    if requested:
+        memory += f" of {_size(requested)} requested per node ({_share(s.get('mem_used_share'))})"
+    lines = [_line("Memory", memory)]
+    source = s.get("memory_source")
+    if source:
+        names = [_SOURCES.get(part, part) for part in source.split("+")]
+        lines.append(_line("", f"({'; '.join(names)})"))
+    rss = s.get("peak_rss_bytes")
+    if rss is not None and peak is not None and rss > 1.1 * peak:
+        lines.append(_line("", f"RSS summed over processes {_size(rss)}: a shared page once per process"))
+    return lines
+
+
+def _step_memory(step: dict[str, Any]) -> Any:
+    peak = step.get("peak_memory_bytes")
+    return step.get("peak_rss_bytes") if peak is None else peak
+
+
 def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> str:
     s = summary
     lines = ["", "─" * 22 + " turingwatch report card " + "─" * 22]
@@ -41,31 +106,11 @@ def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> st
         elapsed += f" of {clock(limit)} limit ({_share(s.get('time_limit_share'))} used)"
     lines.append(_line("Elapsed", elapsed))
 
-    cores = s.get("cores_available")
-    cpu_total = (s.get("cpu_user_s") or 0) + (s.get("cpu_system_s") or 0)
-    mean = s["cores_in_use"]["mean"]
-    lines.append(
-        _line(
-            "CPU",
-            f"{_share(s.get('cpu_efficiency'))} efficiency: {cpu_total:.1f} core-s used "
-            f"of {cores or '?'} cores × {clock(s.get('elapsed_s'))}"
-            + (f" (mean {mean:.2f} cores busy)" if mean is not None else ""),
-        )
-    )
-    lines.append(
-        _line("", f"user {s.get('cpu_user_s') or 0:.1f} s, system {s.get('cpu_system_s') or 0:.1f} s")
-    )
-    dist = s["cores_in_use"]["distribution"]
-    if dist:
-        lines.append(_line("Cores busy", "share of the time with N cores busy (partly busy: rounded up)"))
-        for row in dist:
-            lines.append(_line("", f"{row['cores']:>3} {_bar(row['share'])} {_share(row['share'])}"))
-
-    peak, requested = s.get("peak_rss_bytes"), s.get("mem_requested_bytes")
-    memory = f"peak {_size(peak)}"
-    if requested:
-        memory += f" of {_size(requested)} requested per node ({_share(s.get('mem_used_share'))})"
-    lines.append(_line("Memory", memory))
+    if s.get("not_measured"):
+        # Unknown is not zero: no "0.0 core-s", no "peak 0 B" (summary.json's values are null).
+        lines.append(_line("Measured", f"nothing: {s['not_measured']}"))
+    else:
+        lines.extend(_usage(s))
 
     for gpu in s.get("gpus", []):
         label = f"GPU {gpu['index']}" + (f"@{gpu['node']}" if len(s.get("nodes", [])) > 1 else "")
@@ -81,7 +126,7 @@ def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> st
             lines.append(_line("", f"no process of the job on it {_share(gpu['no_process_share'])}"
                                " of the time"))
 
-    if s.get("steps"):
+    if s.get("steps") and not s.get("not_measured"):
         lines.append(_line("Steps", f"{'step':<12}{'CPU s':>10}{'eff.':>7}{'peak memory':>14}"))
         for step in s["steps"]:
             cpu = (step["cpu_user_s"] or 0) + (step["cpu_system_s"] or 0)
@@ -89,7 +134,7 @@ def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> st
                 _line(
                     "",
                     f"{step['step']:<12}{cpu:>10.1f}{_share(step['cpu_efficiency']):>7}"
-                    f"{_size(step['peak_rss_bytes']):>14}",
+                    f"{_size(_step_memory(step)):>14}",
                 )
             )
 

@@ -21,6 +21,8 @@ import os
 import re
 from collections.abc import Iterator
 
+from watcher.sampling.memory import MemoryCgroup
+
 PROC_ROOT = "/proc"
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -165,6 +167,7 @@ class CgroupJobLayout:
         # v2: one job directory. v1: the job directory in each controller that has one.
         self.job_dirs: dict[str, str] = {}
         self._cpus: dict[str, int] = {}
+        self._memory: dict[str, MemoryCgroup] = {}
         self._stepd_verdicts: dict[int, bool] = {}
         # Step -> its slurmstepd pids, as of the last pids_by_step() call.
         self.stepds: dict[str, list[int]] = {}
@@ -312,4 +315,29 @@ class CgroupJobLayout:
                 text = _read_text(f"{directory}/{name}")
                 if text is not None and text.strip():
                     return parse_cpu_list(text)
+        return None
+
+    def memory_cgroup(self, step: str) -> MemoryCgroup | None:
+        """The step's memory cgroup, None when it has none (no memory controller there).
+
+        v2: ``step_<S>/user``, the tasks without their slurmstepd (``step_<S>/slurm``), when
+        the memory controller reaches that far, else ``step_<S>``; v1: ``memory/.../step_<S>``,
+        which holds the tasks only. Kept once found: a step's cgroup lives as long as the step.
+        """
+        found = self._memory.get(step)
+        if found is not None:
+            return found
+        if self.version == "v2":
+            job_dir, version, probe = self.job_dirs.get(""), "v2", "memory.current"
+            tails = ("/user", "")
+        else:
+            job_dir, version, probe = self.job_dirs.get("memory"), "v1", "memory.usage_in_bytes"
+            tails = ("",)
+        if job_dir is None:
+            return None
+        for tail in tails:
+            directory = f"{job_dir}/step_{step}{tail}"
+            if os.path.exists(f"{directory}/{probe}"):
+                found = self._memory[step] = MemoryCgroup(directory, version)
+                return found
         return None

@@ -136,6 +136,22 @@ def read_io(pid: int, proc_root: str = "/proc") -> ProcIO | None:
     return parse_io(raw) if raw else None
 
 
+def parse_schedstat_wait(raw: bytes) -> int | None:
+    """The run-queue wait (ns) of one ``schedstat``: "<on-CPU ns> <run-queue ns> <timeslices>".
+
+    ``/proc/<pid>/schedstat`` is the thread group leader's alone, not the process's: a
+    process's wait is the sum over ``/proc/<pid>/task/<tid>/schedstat`` (checked on Linux
+    6.18: the leader's file stayed still while its three spinning threads waited seconds).
+    The run-queue time includes time throttled by a CFS quota (cgroup ``cpu.max``): a
+    throttled thread stays queued, so cgroup ``cpu.stat`` throttling is already in it.
+    None for "0 0 0": a thread that never ran yet, or a kernel that keeps no schedstats.
+    """
+    f = raw.split()
+    if len(f) != 3 or f == [b"0", b"0", b"0"] or not f[1].isdigit():
+        return None
+    return int(f[1])
+
+
 def read_cmdline(pid: int, proc_root: str = "/proc", limit: int = 1024) -> str | None:
     raw = read_all(f"{proc_root}/{pid}/cmdline")
     if raw is None:
@@ -233,6 +249,19 @@ class ProcFiles:
         """Close the descriptors of every process not in ``pids``."""
         for key in [k for k in self._fds if k[0] not in pids]:
             os.close(self._fds.pop(key))
+
+    def forget(self, pid: int, name: str) -> None:
+        """Close the descriptor of one file of a live process (a thread that exited)."""
+        fd = self._fds.pop((pid, name), None)
+        if fd is not None:
+            os.close(fd)
+
+    def list_dir(self, pid: int, name: str) -> list[str]:
+        """The entries of ``/proc/<pid>/<name>`` (``task``), empty when the process is gone."""
+        try:
+            return os.listdir(f"{self.proc_root}/{pid}/{name}")
+        except OSError:
+            return []
 
     @property
     def held(self) -> int:

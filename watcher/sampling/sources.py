@@ -84,6 +84,8 @@ class SlurmSource:
 
         found = self.finder.find()
         self.method = found.method
+        # The job's memory cgroups, where Slurm made them: memory as the kernel charges it.
+        layout = self.finder.layout if self.finder.layout is not None and self.finder.layout.found else None
         stepds = found.stepds
         result: dict[str, StepProcesses] = {}
         # A step whose tasks have all exited still has its slurmstepd for a moment, holding
@@ -96,6 +98,7 @@ class SlurmSource:
             children_only = {self.self_pid, *daemons}
             cpus, source = step_cpus(found, step, self.job_env)
             result[step] = StepProcesses(
-                [*pids, *daemons], children_only, cpus, source, stats=found.stats or None
+                [*pids, *daemons], children_only, cpus, source, stats=found.stats or None,
+                memory_cgroup=layout.memory_cgroup(step) if layout is not None else None,
             )
         return result

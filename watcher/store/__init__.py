@@ -15,7 +15,11 @@ needs: one thread ingesting while others read.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import stat
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
@@ -65,8 +69,8 @@ def sql_text(package: str, name: str) -> str:
 class Store:
     """An open DuckDB store with the current schema.
 
-    ``Store(path)`` opens (creating parent directories) and migrates; ``Store(":memory:")``
-    gives a private in-memory store for tests and one-shot work.
+    ``Store(path)`` opens (creating a missing store 0600, in directories made 0700) and
+    migrates; ``Store(":memory:")`` gives a private in-memory store for tests and one-shot work.
 
     Use it through ``read(fn)``, ``write(fn)``, ``cursor()``, ``transaction()``, and the
     one-liners ``query``, ``one`` and ``execute``. All of them may be called from any thread;
@@ -88,7 +92,10 @@ class Store:
         if threads:
             config["threads"] = threads
         if self.path != ":memory:" and not read_only:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                _create_private(Path(self.path))
+            except OSError as exc:
+                raise StoreError(f"cannot create store {self.path}: {exc.strerror or exc}") from exc
         try:
             self._conn = duckdb.connect(self.path, read_only=read_only, config=config)
         except duckdb.Error as exc:
@@ -102,6 +109,9 @@ class Store:
                     " or stop it"
                 ) from exc
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        # The mode the store's write-ahead log gets after each write (see _private_wal).
+        self._mode = None if self.path == ":memory:" or read_only else stat.S_IMODE(
+            os.stat(self.path).st_mode)
         # Reentrant: code inside a write that calls execute() or write() again must not hang.
         self._write_lock = threading.RLock()
         # DuckDB does not promise that one connection object makes cursors for several threads
@@ -113,12 +123,24 @@ class Store:
             self._check_version()
 
     @classmethod
-    def site(cls, config: Config, *, read_only: bool = False) -> Store:
-        """The site's store as configured (``[store]``: path, memory limit, threads)."""
+    def site(cls, config: Config, *, read_only: bool = False, create: bool = False) -> Store:
+        """The site's store as configured (``[store]``: path, memory limit, threads).
+
+        Only the commands that write what a store is made of (``import-accounting``,
+        ``ingest``) pass ``create``; every other refuses a store that is not there, so that a
+        mistyped ``store.path`` is an error rather than a new, empty store with no jobs in it.
+        """
         from watcher.config import expand_path
 
+        path = expand_path(config.store.path)
+        if not create and not path.exists():
+            where = config.sources.get("store.path", "default")
+            raise StoreError(
+                f"store {path} does not exist: check store.path ({where}), or create the store"
+                " with import-accounting or ingest"
+            )
         return cls(
-            expand_path(config.store.path),
+            path,
             read_only=read_only,
             memory_limit=config.store.memory_limit,
             threads=config.store.threads,
@@ -198,6 +220,7 @@ class Store:
                     cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")  # a COMMIT that fails rolls back by itself
+            self._private_wal()
 
     def write(self, fn: Callable[[Cursor], T]) -> T:
         """Run ``fn(cursor)`` in one transaction (see ``transaction``) and return its result."""
@@ -237,7 +260,26 @@ class Store:
         with self._cursor_lock:
             cur = self._conn.cursor()
         with self._write_lock:  # the statement runs inside execute(), so under the lock
-            return _run(cur, sql, params)
+            result = _run(cur, sql, params)
+            self._private_wal()
+            return result
+
+    def _private_wal(self) -> None:
+        """Give the write-ahead log the store file's mode after a write.
+
+        DuckDB creates ``<store>.wal`` itself at a write, with the process's umask (0644 under
+        022), and removes it at each checkpoint: after every write it gets the store's mode
+        (0600 for a store turingwatch made), so that it is never readable longer than the write
+        that made it. The store's directory (0700 when turingwatch makes it) is what keeps
+        others out of it in that moment.
+        """
+        if self._mode is None:
+            return
+        wal = self.path + ".wal"
+        with suppress(OSError):  # no log (checkpointed), or not ours to change: nothing to do
+            st = os.lstat(wal)
+            if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) != self._mode:
+                os.chmod(wal, self._mode)
 
     def close(self) -> None:
         """Close the store and every cursor it handed out."""
@@ -248,6 +290,39 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _create_private(path: Path) -> None:
+    """Create a store that does not exist yet readable by its owner only (0600), in directories
+    made 0700; an existing store keeps its mode (a site may give a group of readers 0640).
+
+    DuckDB creates the file itself, with the process's umask. The new store is made in a private
+    temporary directory beside it, set to 0600 there and linked into place, so that nobody can
+    open it in the moment it is readable; a store another process made meanwhile is kept.
+    """
+    if path.exists():
+        return
+    missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+    for directory in reversed(missing):
+        with suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        new = scratch / path.name
+        try:
+            duckdb.connect(str(new)).close()
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot create store {path}: {exc}") from exc
+        os.chmod(new, 0o600)
+        try:
+            os.link(new, path)
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.rename(new, path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _run(cur: Cursor, sql: str, params: Any) -> Cursor:
