@@ -319,7 +319,7 @@ def test_killed_mid_run_then_resumed_everyone_gets_exactly_one_letter(sink, tmp_
     handler.on_data = None
     second = mail_process(config_path)
     output, _ = second.communicate(timeout=60)
-    assert second.returncode == 0, output
+    assert second.returncode == 1, output                   # an unconfirmed letter fails the run
     assert sorted(handler.users()) == users                 # every user exactly once
     assert "5 sent, 2 already sent, 1 unconfirmed" in output
     assert "unconfirmed: u03: a run stopped while sending it" in output
@@ -370,7 +370,8 @@ def test_mail_command_analyzes_bundles_and_sends(sink, tmp_path, caplog):
     assert "2 sent" in result.output
     letters = {m["To"]: m for _, m in handler.received}
     alice = letters["alice@uni.example"].get_body(("plain",)).get_content()
-    assert "[Serious] CPU underuse in 1 job." in alice
+    assert "[Serious] Serial job on many cores in 1 job." in alice, alice  # one cause, one finding
+    assert "CPU underuse" not in alice
     assert "used 1 of the 16 core-hours they reserved (6.2%)" in alice
     # Mailing again sends nothing: the ledger remembers.
     again = CliRunner().invoke(cli, ["--config", str(config_path), "mail", "--period",

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import logging
 import math
 import os
@@ -119,6 +120,11 @@ class StoreSettings:
     )
     memory_limit: str = setting("", "DuckDB memory_limit (e.g. '4GB'); empty: DuckDB's default")
     threads: int = setting(0, "DuckDB worker threads; 0: DuckDB's default", min=0, max=1024)
+    service_user: str = setting(
+        "",
+        "the account the site's commands run as, if not root: spool files it owns, like root's, "
+        "may hold any user's sessions (`turingwatch ingest`); empty: root only",
+    )
 
 
 @dataclass(frozen=True)
@@ -461,13 +467,56 @@ def default_config_path(environ: Mapping[str, str] | None = None) -> Path | None
 
 def _read_toml(file: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(file.read_text(encoding="utf-8"))
+        return tomllib.loads(read_text_file(file))
     except FileNotFoundError:
         raise ConfigError(f"config file {file} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"config file {file} cannot be read: {exc.strerror}") from None
+    except NotText as exc:
+        raise ConfigError(f"config file {file} {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+
+
+# Configuration, rule, address-map and opt-out files are small: a larger one is a mistake
+# (or /dev/zero) that must not be read into memory.
+TEXT_FILE_LIMIT = 4 << 20
+
+
+class NotText(ValueError):
+    """A configured text file that is not UTF-8; the message says where: "is not UTF-8 text:
+    byte 0xe9 at offset 24 (line 2)", to follow the file's name."""
+
+
+def read_text_file(path: Path) -> str:
+    """The text of a small file someone configured: the config, a rule file, an address map,
+    an opt-out list. Each reader turns the errors into its own one-line message.
+
+    It is opened without waiting (a FIFO nobody writes to reads as empty instead of hanging
+    ``turingwatch run`` before its job starts) and read only if it is a regular file or a pipe
+    (``--config <(...)``) of at most 4 MiB.
+
+    Raises:
+        OSError: it is missing, unreadable, a directory or a device, or too large.
+        NotText: its bytes are not UTF-8.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)  # a pipe's writer may still be writing
+        data = file.read(TEXT_FILE_LIMIT + 1)
+    if len(data) > TEXT_FILE_LIMIT:
+        raise OSError(errno.EFBIG, f"larger than {TEXT_FILE_LIMIT >> 20} MiB", str(path))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise NotText(f"is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} "
+                      f"(line {line})") from None
 
 
 # A value found for a setting: (where it came from, the raw TOML value or string).

@@ -5,15 +5,21 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import click
 
 from watcher import logsetup
 from watcher.cli import AppContext, pass_app, whose_jobs
+from watcher.units import plural
+
+if TYPE_CHECKING:
+    from watcher.accounting.importer import ImportResult
 
 _AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([dhm])")
 _UNIT = {"d": "days", "h": "hours", "m": "minutes"}
 log = logging.getLogger(__name__)
+_SHOWN = 10  # job ids a warning names
 
 
 class When(click.ParamType):
@@ -90,6 +96,7 @@ def import_accounting(
 
     config = app.config
     who = whose_jobs(user, all_users)
+    _check_span(since, until)
     if print_command:
         end = (until or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
         start = (since or end - timedelta(days=config.slurm.import_first_days)).astimezone(UTC)
@@ -108,7 +115,7 @@ def import_accounting(
         log.info("%s .. %s: %d jobs, %d steps (%.1f s)", _short(window.start), _short(window.end),
                  window.jobs, window.steps, window.seconds)
 
-    with Store.site(config) as store:
+    with Store.site(config, create=True) as store:  # a writer: the first import makes the store
         result = run_import(
             store, config, since, until, user=who, source_file=source_file,
             timezone=timezone, progress=progress,
@@ -118,6 +125,46 @@ def import_accounting(
         f"imported {result.jobs} jobs and {result.steps} steps of cluster {result.cluster}"
         f" ({whose}) in {len(result.windows)} window(s)"
     )
+    for line in summary_notes(result):
+        click.echo(line)
+    if result.orphan_steps:
+        log.warning("%s", orphans_warning(result))
+
+
+def summary_notes(result: ImportResult) -> list[str]:
+    """What the summary says about jobs that were stored but cannot be analysed (yet)."""
+    notes = []
+    if result.never_started:
+        notes.append(f"{plural(result.never_started, 'job')} never started (ended while pending):"
+                     " stored, not analysed")  # fmt: skip
+    if result.pending:
+        once = "it has" if result.pending == 1 else "they have"
+        notes.append(f"{plural(result.pending, 'job')} still pending: stored, analysed once {once} run")
+    return notes
+
+
+def orphans_warning(result: ImportResult) -> str:
+    """The warning for steps stored although neither the output nor the store has their job."""
+    jobs = result.orphan_jobs
+    shown = ", ".join(map(str, jobs[:_SHOWN]))
+    if len(jobs) > _SHOWN:
+        shown += f" and {len(jobs) - _SHOWN} more"
+    return (
+        f"{plural(result.orphan_steps, 'step')} stored without their job"
+        f" ({'job' if len(jobs) == 1 else 'jobs'} {shown}): the output has no job line for them"
+        " (sacct --state and -j N.step print steps alone) and the store does not hold the job;"
+        " they are analysed once an import brings the job line"
+    )
+
+
+def _check_span(since: datetime | None, until: datetime | None) -> None:
+    """--since must come before --until (now when not given): a usage error, exit 2."""
+    if since is None:
+        return
+    end = until if until is not None else datetime.now(UTC)
+    if since >= end:
+        shown = end.isoformat(timespec="seconds") if until is not None else "now"
+        raise click.UsageError(f"--since {since.isoformat(timespec='seconds')} is not before --until {shown}")
 
 
 def _short(moment: datetime) -> str:

@@ -70,7 +70,7 @@ def analyze(
     def progress(step: str) -> None:
         log.info("[%6.1f s] %s", time.monotonic() - started, step)
 
-    with Store.site(config) as store:
+    with Store.site(config) as store:  # refuses a store that is not there
         reports = analyze_period(store, config, period, user=who, progress=progress)
 
     findings = [f for report in reports for f in report.findings]
@@ -79,8 +79,12 @@ def analyze(
     else:
         _print_text(period, reports)
     if write_bundle is not None:
+        from watcher.letters.bundle import SkippedLetters
+
         try:
             path = write_bundle(config, period, reports, progress=progress)
+        except SkippedLetters as exc:  # written, without the letters that could not be built
+            raise click.ClickException(str(exc)) from exc
         except (TuringwatchError, OSError) as exc:  # the findings are printed and stored already
             raise click.ClickException(f"bundle not written: {exc}") from exc
         log.info("bundle written to %s", path)

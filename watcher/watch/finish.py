@@ -9,6 +9,7 @@ outcome is never changed here.
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 from pathlib import Path
@@ -20,6 +21,9 @@ from watcher.files import atomic_write
 from watcher.slurm.env import JobContext
 from watcher.watch.session import STOP_MARKER, warn
 from watcher.watch.sinks import SpoolSink, configured_sinks
+
+# The job's reports hold its command lines and numbers: its owner's only (README: sharing).
+OUTPUT_MODE = 0o600
 
 
 def _job_spools(output_dir: Path, job: JobContext, session_id: str) -> list[Path]:
@@ -39,12 +43,15 @@ def _job_spools(output_dir: Path, job: JobContext, session_id: str) -> list[Path
 
 def wait_for_peers(output_dir: Path, job: JobContext, session_id: str, timeout_s: float) -> None:
     """Ask the other nodes' watchers to finish, and give them a moment to close their spools."""
-    (output_dir / STOP_MARKER).write_text(f"{job.job_id}\n")
+    # Replaced, never written through: a link planted as STOP must not truncate its target.
+    atomic_write(output_dir / STOP_MARKER, f"{job.job_id}\n", mode=OUTPUT_MODE)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:  # looked at once at least: sampler.peer_wait_s may be 0
         open_spools = [p for p in _job_spools(output_dir, job, session_id) if not spool.has_ended(p)]
         if not open_spools:
             return
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.5)
     warn(f"{len(open_spools)} node(s) did not finish in {timeout_s:.0f} s; reporting what they sent")
 
@@ -73,7 +80,9 @@ def finish_job(
         wait_for_peers(output_dir, job, session_id, config.sampler.peer_wait_s)
 
     spools = _job_spools(output_dir, job, session_id)
-    with Store(output_dir / "turingwatch.duckdb") as store:
+    store_path = output_dir / "turingwatch.duckdb"
+    _refuse_links(store_path, store_path.with_name(store_path.name + ".wal"))
+    with Store(store_path) as store:
         sessions = []
         for path in spools:
             try:
@@ -107,13 +116,20 @@ def finish_job(
     summary["intercepter"] = _intercept_summary(intercept_stats)
     summary["watcher"] = watcher_usage
     series = {k: summary.pop(k) for k in ("timeline", "gpu_timeline")}
-    atomic_write(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n", mode=OUTPUT_MODE)
     html = render_report_html({**summary, **series})
-    atomic_write(output_dir / "report.html", html)
+    atomic_write(output_dir / "report.html", html, mode=OUTPUT_MODE)
     card = render_card(summary, output_dir=str(output_dir))
     if mail:
         _mail_card(config, job, summary, html, card)
     return card
+
+
+def _refuse_links(*paths: Path) -> None:
+    """DuckDB follows links: one planted as the job's store or its log is refused instead."""
+    for path in paths:
+        if path.is_symlink():
+            raise PermissionError(errno.EPERM, "a symlink, not the job's store", str(path))
 
 
 def hand_over(spools: list[Path], job: JobContext, session_id: str, sinks: list[SpoolSink]) -> None:

@@ -8,9 +8,11 @@ thing written while the job runs.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import stat
 import threading
 import time
 import traceback
@@ -21,8 +23,9 @@ from typing import Any
 
 from watcher import __version__
 from watcher.errors import TuringwatchError
+from watcher.files import private_dir
 from watcher.sampling.sampler import GpuSource, ProcessSource, Sampler
-from watcher.slurm.env import JobContext, SlurmTimes
+from watcher.slurm.env import JobContext, SlurmTimes, process_user
 from watcher.spool import SpoolWriter
 
 STOP_MARKER = "STOP"          # written by the batch host's run: other nodes finish up
@@ -43,9 +46,18 @@ class AlreadyWatched(TuringwatchError):
 
 
 def _lock_node(path: Path) -> int:
-    """One watcher per node and output directory; the lock dies with the process."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    """One watcher per node and output directory; the lock dies with the process.
+
+    The spool directory must be this user's (:func:`private_dir`), and the lock a file of its
+    own, never a link: it is truncated, so a planted ``<node>.lock`` link would truncate any
+    file the user can write.
+    """
+    private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        os.close(fd)
+        raise PermissionError(errno.EPERM, "not a file of this user's", str(path))
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -100,7 +112,8 @@ class Watch:
                 "cluster": job.cluster,
                 "node": job.node,
                 "mode": mode,
-                "user_name": job.user_name,
+                # Who runs this process (its uid), not who the environment says: see process_user.
+                "user_name": process_user(job.job_id),
                 "command": command,
                 "started_at": self.started_at,
                 "interval_s": interval_s,
