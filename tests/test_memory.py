@@ -251,7 +251,8 @@ def test_processes_whose_pss_cannot_be_read_count_their_rss(tmp_path):
 
 def test_a_cgroup_step_leaves_out_the_watchers_own_memory(tmp_path):
     (tmp_path / "77").mkdir()
-    (tmp_path / "77/statm").write_text(f"9000 {8192 * 1024 // procfs.PAGE_SIZE} {2048 * 1024 // procfs.PAGE_SIZE} 1 0 5 0\n")
+    resident, shared = 8 * MiB // procfs.PAGE_SIZE, 2 * MiB // procfs.PAGE_SIZE
+    (tmp_path / "77/statm").write_text(f"9000 {resident} {shared} 1 0 5 0\n")   # 6 MiB anonymous
     step = CGROUP / "v2/system.slice/slurmstepd.scope/job_4242/step_batch/user"
     procs = FakeProcs({})
     m = meter(procs, tmp_path)
@@ -286,6 +287,75 @@ def test_the_sampler_counts_a_forked_tree_by_pss(tmp_path):
     assert best is not None and best.mem_source == "pss"
     assert abs(best.mem_bytes - footprint["pss"]) <= 0.1 * footprint["pss"]
     assert best.rss_bytes >= 2.5 * best.mem_bytes   # the RSS sum counts the 64 MiB three times
+
+
+def _v1_memory_cgroup_below_ours(name: str) -> Path | None:
+    """A fresh v1 memory cgroup below this process's own (root, a v1 memory controller), or None.
+
+    Made below our own cgroup, so the test moves nothing out of the limits it runs under."""
+    from watcher.sampling.cgroups import read_proc_cgroup
+
+    base = Path("/sys/fs/cgroup/memory")
+    own = (read_proc_cgroup("self") or {}).get("memory")
+    if os.geteuid() != 0 or own is None or not (base / "cgroup.procs").exists():
+        return None
+    top = base / own.lstrip("/") / name
+    try:
+        top.mkdir()
+    except OSError:
+        return None
+    return top
+
+
+def test_the_sampler_reads_a_real_v1_memory_cgroup(tmp_path):
+    """On a kernel with the v1 memory controller: a job in a Slurm-named memory cgroup is
+    measured by what the cgroup charges. Skipped elsewhere (the fixtures cover the readers)."""
+    from watcher.sampling.sources import SlurmSource
+
+    top = _v1_memory_cgroup_below_ours(f"tw-test-{os.getpid()}")
+    if top is None:
+        pytest.skip("needs root and a v1 memory controller to make a cgroup in")
+    job_id = 900_000 + os.getpid() % 10_000
+    step = top / f"slurm/uid_0/job_{job_id}/step_0"
+    made = [top / "slurm", top / "slurm/uid_0", top / f"slurm/uid_0/job_{job_id}", step]
+    job = None
+    try:
+        for directory in made[:-1]:
+            directory.mkdir()
+        step.mkdir()
+        root = tmp_path / "cgroup"
+        root.mkdir()
+        (root / "memory").symlink_to(top)   # the layout globs <root>/memory/slurm*/uid_*/job_<J>
+        (tmp_path / "job.py").write_text(FORKING_JOB)
+        enter = f"echo $$ > {step}/cgroup.procs && exec {sys.executable} job.py shared 64 3"
+        job = subprocess.Popen(["sh", "-c", enter], cwd=tmp_path)
+        sampler = Sampler(SlurmSource(job_id, cgroup_root=str(root)), read_cmdlines=False)
+        best = None
+        deadline = time.monotonic() + 30
+        while job.poll() is None and time.monotonic() < deadline:
+            steps = {s.step: s for s in sampler.sample().steps}
+            s0 = steps.get("0")
+            if s0 is not None and s0.nprocs == 3 and (best is None or s0.mem_bytes > best.mem_bytes):
+                best = s0
+            time.sleep(0.2)
+        job.wait(timeout=30)
+        footprint = _footprint(tmp_path)
+        assert best is not None and best.mem_source == "cgroup"
+        assert abs(best.mem_bytes - footprint["pss"]) <= 0.1 * footprint["pss"]
+        assert best.mem_peak_bytes >= best.mem_bytes and best.rss_bytes >= 2.5 * best.mem_bytes
+    finally:
+        if job is not None and job.poll() is None:
+            job.kill()
+            job.wait()
+        for directory in reversed([top, *made]):
+            for _ in range(50):   # the kernel lets go of a cgroup a moment after its last process
+                try:
+                    directory.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
 
 
 def turingwatch_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -426,7 +496,8 @@ def test_a_run_that_ended_before_a_sample_says_nothing_was_measured(tmp_path):
     done = turingwatch_run(tmp_path, "-i", "5", "-o", "out", "--", "true")
     assert done.returncode == 0, done.stderr
     s = json.loads((tmp_path / "out/summary.json").read_text())
-    assert s["not_measured"].startswith("the job ended after ") and "before a sample found it" in s["not_measured"]
+    why = s["not_measured"]
+    assert why.startswith("the job ended after ") and "before a sample found it" in why
     for key in ("peak_rss_bytes", "peak_memory_bytes", "memory_source", "cpu_user_s", "cpu_system_s",
                 "cpu_efficiency", "mem_used_share"):
         assert s[key] is None, key
@@ -466,3 +537,32 @@ def test_a_session_that_never_saw_the_job_is_not_judged_as_idle(tmp_path):
         # Zeros from rounds that saw nothing are no evidence of idleness or of a small footprint.
         findings = analyze_session(store, load_config(None, environ={}), ["blind-1"])
         assert findings == []
+
+
+# -- the memory rules judge the charged figure ---------------------------------------------------
+def _forked_spool(path: Path, sid: str, *, charged: int | None, rss: int, rounds: int = 40) -> None:
+    """A local run of three processes, RSS sum `rss`, charged `charged` (None: an old spool)."""
+    w = spool.SpoolWriter(path)
+    w.write_session({**_session(sid), "mem_requested_bytes": 1 << 30})
+    for seq in range(rounds):
+        step = StepSample("local", 3, 3, 5.0 * seq, 0.1 * seq, rss, rss // 3, 101, "python", 0, 0, 0, 0,
+                          0, 0, 4, "affinity", 0.0, charged, "pss" if charged is not None else None, None)
+        w.write_sample(SampleRecord(seq, 1_763_780_000.0 + 10 * seq, [step], [], [], []))
+    w.write_end(1_763_780_000.0 + 10 * rounds, {"exit_code": 0, "exit_signal": None})
+    w.close()
+
+
+def test_forked_workers_are_not_a_memory_oversubscription(tmp_path):
+    config = load_config(None, environ={})
+    with Store(":memory:") as store:
+        _forked_spool(tmp_path / "new.jsonl", "forked-new", charged=330 * MiB, rss=990 * MiB)
+        _forked_spool(tmp_path / "old.jsonl", "forked-old", charged=None, rss=990 * MiB)
+        load_spool(store, tmp_path / "new.jsonl")
+        load_spool(store, tmp_path / "old.jsonl")
+        new = {f.rule: f for f in analyze_session(store, config, ["forked-new"])}
+        old = {f.rule: f for f in analyze_session(store, config, ["forked-old"])}
+    # 990 MiB of RSS summed over three processes that share 2/3 of it: 330 MiB charged.
+    assert "memory_oversubscription" not in new
+    # A spool with the RSS sum only is judged by it, as before, and says so.
+    assert old["memory_oversubscription"].metrics["source"] == "rss"
+    assert old["memory_oversubscription"].metrics["peak_memory_bytes"] == 990 * MiB

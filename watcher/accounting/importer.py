@@ -366,15 +366,11 @@ def _columns(layout: Layout, newline: str) -> str:
 
 def _check(conn: duckdb.DuckDBPyConnection, outputs: Outputs) -> None:
     """Stop on the first record stage.sql could not read, naming its line and text."""
-    bad = _one(
-        conn,
-        "SELECT s.line, s.bad, r.fields_wanted, r.jobid"
-        " FROM sacct_stage AS s JOIN sacct_raw AS r USING (line)"
-        " WHERE s.bad IS NOT NULL ORDER BY s.line LIMIT 1",
-    )
+    bad = _one(conn, "SELECT line, bad FROM sacct_stage WHERE bad IS NOT NULL ORDER BY line LIMIT 1")
     if not bad:
         return
-    line, name, wanted, job_id = bad
+    line, name = bad
+    wanted, job_id = _one(conn, "SELECT fields_wanted, jobid FROM sacct_raw WHERE line = ?", [line])
     if name == "field count":
         (text,) = _one(conn, "SELECT text FROM sacct_records WHERE line = ?", [line])
         raise field_count_error(text, line, wanted, outputs.newline)
