@@ -181,7 +181,13 @@ def test_cpu_and_memory_efficiency_agree_with_reportseff(analysed, slurm_cluster
                 seff["cpu"], abs=max(2, truncation + 0.1)
             ), name
             compared += 1
-        if seff["mem"] is not None and mine["memory_fraction"] is not None:
-            assert 100 * mine["memory_fraction"] == pytest.approx(seff["mem"], abs=2), name
+        # reportseff reads MaxRSS (shared pages once per process); a sampled job's memory is
+        # what the kernel charged (issue 9), so only accounting-only jobs compare one to one.
+        if seff["mem"] is not None and mine["memory_fraction"] is not None and not mine["samples"]:
+            # reportseff divides MaxRSS, an RSS sum, by the request: so does peak_rss_bytes.
+            # memory_fraction is the peak the kernel charged (PSS here): never above it.
+            rss_fraction = mine["peak_rss_bytes"] / mine["requested_mem_bytes"]
+            assert 100 * rss_fraction == pytest.approx(seff["mem"], abs=2), name
+            assert mine["memory_fraction"] <= rss_fraction + 1e-9, name
             compared += 1
-    assert compared >= 8
+    assert compared >= 6
