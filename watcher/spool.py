@@ -3,7 +3,9 @@
 The sampling loop writes here instead of the database, so it never holds DuckDB in memory
 and a crash loses at most the line being written (the loader skips a torn last line).
 The same records are what a node sends to the server, so the format is versioned and
-self-describing: the ``session`` line names the field order of the arrays that follow.
+self-describing: the ``session`` line names the field order of the arrays that follow, and the
+loader reads rows by those names (watcher/store/load_spool.sql, "remap"). New fields go at the
+end of the records' NamedTuples; spools written before them still load, with the field NULL.
 
 Lines (``k`` is the kind):
   {"k": "session", "v": 1, "session": {...}, "fields": {"steps": [...], "procs": [...], "gpus": [...]}}
