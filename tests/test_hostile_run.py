@@ -38,13 +38,18 @@ time.sleep(1.0)
 open('count', 'w').write(str(len(got)))
 """
 # Slurm's step daemon as far as the watcher can tell: a root process named slurmstepd that
-# signals the processes of the step one by one, or the batch script's process group.
+# signals the processes of the step one by one, or the batch script's process group. Like the
+# real one it outlives the step: it stays until the job has counted (the watcher reads who sent
+# a signal from /proc, which a sender already gone no longer tells).
 FAKE_STEPD = """\
-import os, sys
+import os, sys, time
 open('/proc/self/comm', 'w').write('slurmstepd')
 how, signum, targets = sys.argv[1], int(sys.argv[2]), [int(p) for p in sys.argv[3:]]
 for target in targets:
     (os.killpg if how == 'group' else os.kill)(target, signum)
+deadline = time.monotonic() + 60
+while not os.path.exists('count') and time.monotonic() < deadline:
+    time.sleep(0.05)
 """
 
 
@@ -172,7 +177,7 @@ def test_slurm_signalling_the_step_reaches_the_job_once(tmp_path, how):
     job = int(wait_for(tmp_path / "ready"))
     targets = [watcher.pid, job] if how == "each" else [watcher.pid]
     subprocess.run([sys.executable, "-c", FAKE_STEPD, how, str(int(signal.SIGUSR1)),
-                    *map(str, targets)], check=True)
+                    *map(str, targets)], cwd=tmp_path, check=True, timeout=90)
     assert watcher.wait(timeout=60) == 0, watcher.stderr.read()
     assert (tmp_path / "count").read_text() == "1"
 

@@ -169,7 +169,7 @@ def test_cpu_and_memory_efficiency_agree_with_reportseff(analysed, slurm_cluster
     _, _, reports, submitted = analysed
     ours = {j["job_id"]: j for r in reports for j in r.jobs}
     theirs = _reportseff(slurm_cluster, [job_id for _, job_id in submitted.values()])
-    compared = 0
+    cpu_compared, memory_compared = set(), set()
     for name, (_, job_id) in submitted.items():
         if name == "over_memory":  # killed: see docs/analysis.md (peak sampled vs polled)
             continue
@@ -180,14 +180,15 @@ def test_cpu_and_memory_efficiency_agree_with_reportseff(analysed, slurm_cluster
             assert 100 * mine["cpu_efficiency"] == pytest.approx(
                 seff["cpu"], abs=max(2, truncation + 0.1)
             ), name
-            compared += 1
-        # reportseff reads MaxRSS (shared pages once per process); a sampled job's memory is
-        # what the kernel charged (issue 9), so only accounting-only jobs compare one to one.
-        if seff["mem"] is not None and mine["memory_fraction"] is not None and not mine["samples"]:
+            cpu_compared.add(name)
+        if seff["mem"] is not None:
             # reportseff divides MaxRSS, an RSS sum, by the request: so does peak_rss_bytes.
-            # memory_fraction is the peak the kernel charged (PSS here): never above it.
             rss_fraction = mine["peak_rss_bytes"] / mine["requested_mem_bytes"]
             assert 100 * rss_fraction == pytest.approx(seff["mem"], abs=2), name
-            assert mine["memory_fraction"] <= rss_fraction + 1e-9, name
-            compared += 1
-    assert compared >= 6
+            # memory_fraction is the peak the kernel charged (PSS where sampled: shared pages
+            # once, not once per process), never above the RSS sum; it is rounded to 4 places.
+            assert mine["memory_fraction"] <= rss_fraction + 1e-4, name
+            memory_compared.add(name)
+    # A job shorter than a second has no TotalCPU for reportseff to divide.
+    assert cpu_compared == {"one_core_of_four", "jupyter", "syscalls", "half_minute"}
+    assert memory_compared == set(submitted) - {"over_memory"}
