@@ -276,6 +276,26 @@ def test_memory_oversubscription_and_oom_state(store, cluster, config):
     assert "memory_oversubscription" not in rules_of(store, config, roomy)
 
 
+def test_a_job_killed_when_its_rss_sum_reached_the_request_oversubscribed(store, cluster, config):
+    # jobacct_gather's OverMemoryKill (no memory cgroup) kills a step whose RSS sum passes the
+    # request, and the job ends CANCELLED: its charged peak (PSS, sampled every few seconds)
+    # may never have come near the request, but Slurm's measure did.
+    killed = cluster.job(mem=1 * GIB, max_rss=int(1.1 * GIB), total_cpu=3600, state="CANCELLED")
+    sid = cluster.session(killed)
+    cluster.steps(sid, [1.0] * 10, rss=int(0.6 * GIB))
+    store.execute("UPDATE step_samples SET mem_bytes = rss_bytes // 2, mem_source = 'pss'"
+                  " WHERE session_id = ?", [sid])
+    done = cluster.job(mem=1 * GIB, max_rss=int(1.1 * GIB), total_cpu=3600)
+    done_sid = cluster.session(done)
+    cluster.steps(done_sid, [1.0] * 10, rss=int(0.6 * GIB))
+    store.execute("UPDATE step_samples SET mem_bytes = rss_bytes // 2, mem_source = 'pss'"
+                  " WHERE session_id = ?", [done_sid])
+    assert "memory_oversubscription" in rules_of(store, config, killed)
+    assert "memory_underuse" not in rules_of(store, config, killed)
+    # A job that completed was not killed: shared pages counted twice are no finding.
+    assert "memory_oversubscription" not in rules_of(store, config, done)
+
+
 def test_memory_peak_of_a_running_step_is_not_lost(store, cluster, config):
     # MaxRSS is NULL for running steps; the sampled peak still counts (the old NULL-max bug).
     job = cluster.job(mem=4 * GIB, state="RUNNING", elapsed=600)

@@ -118,7 +118,11 @@ SELECT 'memory_oversubscription', job_key, NULL, peak_node, NULL,
 FROM tw_job_metrics, tw_th th
 WHERE state = 'OUT_OF_MEMORY'
    OR (req_mem_per_node > 0
-       AND peak_memory_bytes >= th.memory_oversubscription__min_peak_fraction * req_mem_per_node);
+       AND peak_memory_bytes >= th.memory_oversubscription__min_peak_fraction * req_mem_per_node)
+   -- Ended without completing with its RSS sum at the request: how jobacct_gather's
+   -- OverMemoryKill judges a step (no cgroup), which then ends it as CANCELLED or FAILED.
+   OR (req_mem_per_node > 0 AND end_time IS NOT NULL AND state <> 'COMPLETED'
+       AND peak_rss_bytes >= req_mem_per_node);
 
 -- name: memory_underuse
 -- Judged per job (the node with the highest peak against the per-node request), so helper steps
@@ -130,6 +134,7 @@ SELECT 'memory_underuse', job_key, NULL, peak_node, NULL,
                    'unused_bytes', req_mem_per_node - peak_memory_bytes, 'source', memory_source)
 FROM tw_job_metrics, tw_th th
 WHERE end_time IS NOT NULL AND state <> 'OUT_OF_MEMORY'
+  AND NOT (state <> 'COMPLETED' AND peak_rss_bytes >= req_mem_per_node)
   AND req_mem_per_node > 0 AND peak_memory_bytes > 0
   AND peak_memory_bytes < th.memory_underuse__max_peak_fraction * req_mem_per_node
   AND req_mem_per_node - peak_memory_bytes >= th.memory_underuse__min_unused_bytes;

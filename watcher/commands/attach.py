@@ -127,12 +127,10 @@ def attach(
 
     if report if report is not None else not inside:
         outcome = Outcome(started=started, ended=time.time())
-        card = finish_job(
+        finish_job(
             config, output_dir=output_dir, job=job, session_id=watch.session_id,
-            outcome=outcome, batch_host=False,
+            outcome=outcome, batch_host=False, show=print_card,
         )
-        if card:
-            print_card(card)
 
 
 def _ended_by(watch: object, stop_file: Path) -> str:

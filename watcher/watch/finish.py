@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,13 @@ def finish_job(
     intercept_stats: dict[str, Any] | None = None,
     watcher_usage: dict[str, Any] | None = None,
     mail: bool = False,
+    show: Callable[[str], None] | None = None,
 ) -> str | None:
-    """Load the job's spools, write summary.json and report.html; return the text card."""
+    """Load the job's spools, write summary.json and report.html; return the text card.
+
+    ``show`` gets the card as soon as it exists, before report.html is drawn: at a time limit
+    Slurm sends SIGKILL ``KillWait`` seconds after SIGTERM, and the card is what the user reads.
+    """
     from watcher.card.findings import job_findings
     from watcher.card.html import render_report_html
     from watcher.card.summary import build_summary
@@ -117,9 +123,11 @@ def finish_job(
     summary["watcher"] = watcher_usage
     series = {k: summary.pop(k) for k in ("timeline", "gpu_timeline")}
     atomic_write(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n", mode=OUTPUT_MODE)
+    card = render_card(summary, output_dir=str(output_dir))
+    if show is not None and card:
+        show(card)
     html = render_report_html({**summary, **series})
     atomic_write(output_dir / "report.html", html, mode=OUTPUT_MODE)
-    card = render_card(summary, output_dir=str(output_dir))
     if mail:
         _mail_card(config, job, summary, html, card)
     return card

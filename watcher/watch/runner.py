@@ -536,7 +536,7 @@ def _finish(
         # Inside Slurm the job began before the watcher did (the script's first lines, our
         # own start): its elapsed time, and the cores it held, count from the job's start.
         outcome.started = min(outcome.started, watch.job_started_at)
-    card = finish_job(
+    finish_job(
         config,
         output_dir=output_dir,
         job=watch.job,
@@ -546,9 +546,8 @@ def _finish(
         intercept_stats=intercept_stats,
         watcher_usage=watcher_usage,
         mail=options.mail,
+        show=None if options.quiet else print_card,
     )
-    if card and not options.quiet:
-        print_card(card)
 
 
 def print_card(card: str, stream: Any = None) -> None:
