@@ -168,12 +168,21 @@ def test_an_unknown_key_in_the_old_section_is_still_an_error(tmp_path):
         load_config(write(tmp_path, "[watcher]\nintervall_s = 1\n"), environ={})
 
 
-@pytest.mark.parametrize("section", ["server", "auth", "distributor", "web"])
+@pytest.mark.parametrize("section", ["distributor", "web"])
 def test_sections_of_later_versions_are_refused_clearly(tmp_path, section):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, f"[{section}]\nx = 1\n"), environ={})
     assert (f"[{section}] is not supported by turingwatch {__version__}: upgrade, or remove the "
             "section") in str(err.value)
+
+
+def test_the_server_and_auth_sections_are_read(tmp_path):
+    text = '[server]\nlisten = "0.0.0.0:9000"\n[auth]\nmode = "hmac"\nservice_users = ["tw"]\n'
+    config = load_config(write(tmp_path, text), environ={"TURINGWATCH_SERVER_URL": "http://h:9000"})
+    assert (config.server.listen, config.server.url) == ("0.0.0.0:9000", "http://h:9000")
+    assert (config.auth.mode, config.auth.service_users) == ("hmac", ["tw"])
+    with pytest.raises(ConfigError, match="auth.mode"):
+        load_config(write(tmp_path, '[auth]\nmode = "none"\n'), environ={})
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,7 @@ RENAMED_KEYS = {
 }
 # Sections that later versions read (the daemons): a file that has one was written for a
 # newer turingwatch, which deserves a clearer answer than "unknown section".
-RESERVED_SECTIONS = ("server", "auth", "distributor", "web")
+RESERVED_SECTIONS = ("distributor", "web")
 
 
 def setting(
@@ -272,6 +272,90 @@ class MailSettings:
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    listen: str = setting(
+        "127.0.0.1:8740",
+        "host:port `turingwatch server` listens on ([::1]:port for IPv6); the only writer of "
+        "the site store",
+    )
+    url: str = setting(
+        "",
+        "the server senders deliver to (e.g. http://head:8740); empty: run and attach send "
+        "nothing and keep their spools in the job's output directory only",
+    )
+    tls_cert_file: str = setting("", "PEM certificate: the server speaks HTTPS when it and the key are set")
+    tls_key_file: str = setting("", "PEM private key of tls_cert_file", secret="file")
+    tls_ca_file: str = setting(
+        "", "CA bundle senders check the server's certificate against; empty: the system's"
+    )
+    max_body_bytes: int = setting(
+        16 * 2**20, "largest ingest request body the server reads (413 beyond)", min=1024, max=2**31
+    )
+    threads: int = setting(8, "HTTP worker threads of the server", min=1, max=256)
+    journal_dir: str = setting(
+        f"{DATA_DIR}/journal",
+        "where the server keeps accepted batches, fsynced, until they are in the store",
+    )
+    publish_dir: str = setting(
+        f"{DATA_DIR}/published",
+        "where the server publishes the read-only snapshot, Parquet and bundles for readers",
+    )
+    publish_interval_s: float = setting(
+        60.0, "seconds between publications when something changed; 0: only at start",
+        min=0, max=86400,
+    )
+    import_interval_s: float = setting(
+        3600.0, "seconds between accounting imports; 0: the server imports none", min=0, max=86400 * 7
+    )
+    refresh_interval_s: float = setting(
+        3600.0, "seconds between analyses of the open period; 0: closed periods only",
+        min=0, max=86400 * 7,
+    )
+    mail_letters: bool = setting(
+        False, "mail each closed period's letters (the mailer's ledger sends each once)"
+    )
+    send_interval_s: float = setting(
+        30.0, "seconds between two batches a sender (run, attach) sends", min=1, max=3600
+    )
+    send_timeout_s: float = setting(
+        10.0, "how long a sender waits for the server's answer to one batch", min=0.5, max=600
+    )
+    send_batch_bytes: int = setting(
+        4 * 2**20, "the most spool bytes a sender puts in one request", min=4096, max=2**30
+    )
+    max_spool_bytes: int = setting(
+        256 * 2**20,
+        "undelivered spool bytes a sender keeps per session before it warns and keeps only "
+        "the newest end line",
+        min=2**16, max=2**40,
+    )
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    mode: str = setting(
+        "munge",
+        "how senders prove who they are: munge credentials, or an HMAC of a shared key",
+        choices=("munge", "hmac"),
+    )
+    munge_socket: str = setting("", "munged's socket; empty: munge's own default")
+    hmac_key_file: str = setting(
+        "", "file holding the shared key of mode hmac (readable by root and the server only)",
+        secret="file",
+    )
+    service_users: list[str] = setting(
+        [], "users besides root that may send any job's samples and node-wide sessions"
+    )
+    max_age_s: float = setting(
+        300.0, "oldest credential the server accepts, and a munge credential's TTL",
+        min=1, max=86400,
+    )
+    owner_cache_s: float = setting(
+        300.0, "how long the server remembers a job's owner as Slurm gave it", min=0, max=86400
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -281,6 +365,8 @@ class Config:
     site: SiteSettings = field(default_factory=SiteSettings)
     letters: LettersSettings = field(default_factory=LettersSettings)
     mail: MailSettings = field(default_factory=MailSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     # "section.key" -> "file <path>" | "file <path>, as <old.key>" | "env <NAME>"; absent: default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     file: Path | None = field(default=None, compare=False)
