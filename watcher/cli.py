@@ -39,6 +39,8 @@ COMMANDS = {
     "rules": "watcher.commands.analyze:rules",
     "mail": "watcher.commands.mail:mail",
     "intercepter": "watcher.commands.intercepter:intercepter",
+    "server": "watcher.commands.server:server",
+    "status": "watcher.commands.server:status",
 }
 # Commands that log their progress as they work (INFO), shown on a terminal or the journal.
 PROGRESS_COMMANDS = {"import-accounting", "analyze", "mail"}

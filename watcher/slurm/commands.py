@@ -103,6 +103,18 @@ class SlurmCommands:
         out = self._run("squeue", ["-h", "-j", str(job_id), "-o", "%l|%S"]).stdout
         return parse_squeue_times(out.splitlines()[0]) if out.strip() else SlurmTimes(None, None)
 
+    def job_owner(self, job_id: int) -> str | None:
+        """The user a job belongs to: squeue while slurmctld knows the job, else sacct's record
+        (a job long finished); None when neither knows it.
+        """
+        done = self._run("squeue", ["-h", "-j", str(int(job_id)), "-o", "%u"], check=False)
+        owner = parse_owner(done.stdout)
+        if owner is None:
+            out = self._run("sacct", ["-n", "-X", "-P", "-a", "-j", str(int(job_id)), "-o", "User"],
+                            env=SACCT_ENV, error=SacctError).stdout
+            owner = parse_owner(out)
+        return owner
+
     # -- scontrol ------------------------------------------------------------------------
     def listpids(self, job_id: int) -> dict[str, list[int]]:
         """Step -> pids of the job on this node, from ``scontrol listpids <job>``.
@@ -188,4 +200,13 @@ def parse_submitted(text: str) -> int | None:
         job, _, _cluster = line.strip().partition(";")
         if job.isdigit():
             return int(job)
+    return None
+
+
+def parse_owner(text: str) -> str | None:
+    """The first user name of ``squeue -o %u`` or ``sacct -o User`` output; None if none."""
+    for line in text.splitlines():
+        name = line.strip()
+        if name and " " not in name:
+            return name
     return None
