@@ -181,7 +181,7 @@ def test_the_server_and_auth_sections_are_read(tmp_path):
     config = load_config(write(tmp_path, text), environ={"TURINGWATCH_SERVER_URL": "http://h:9000"})
     assert (config.server.listen, config.server.url) == ("0.0.0.0:9000", "http://h:9000")
     assert (config.auth.mode, config.auth.service_users) == ("hmac", ["tw"])
-    with pytest.raises(ConfigError, match="auth.mode"):
+    with pytest.raises(ConfigError, match=r"auth\.mode"):
         load_config(write(tmp_path, '[auth]\nmode = "none"\n'), environ={})
 
 

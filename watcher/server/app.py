@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 APPLY_WAIT_S = 5.0        # how long an answer waits for the store before it says "queued"
 _NDJSON = "application/x-ndjson"
 _MAX_NODE_LABELS = 10_000  # sender spool gauges kept (one per node)
+_DRAIN_BYTES = 256 * 2**20  # an oversized body is read (and dropped) up to this much
 
 StartResponse = Callable[..., Any]
 
@@ -63,7 +64,6 @@ class IngestApp:
         self._lock = threading.Lock()
         self.rejected_by_reason: dict[str, int] = {}
         self._nodes: set[str] = set()
-        self.applier.on_applied = self._applied
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
@@ -98,6 +98,7 @@ class IngestApp:
         except ValueError:
             return self._reject(411, "length", "Content-Length is required")
         if length > self.max_body_bytes:
+            _drain(environ["wsgi.input"], length)
             return self._reject(413, "too_large", f"the body ({length} bytes) is over the server's "
                                                   f"limit of {self.max_body_bytes} (server.max_body_bytes)")
         body = environ["wsgi.input"].read(length) if length > 0 else b""
@@ -130,6 +131,7 @@ class IngestApp:
             return (503, {"error": "the server cannot keep batches now; send again later"},
                     [("Retry-After", "30")])
         future = self.applier.submit(entry)
+        future.add_done_callback(lambda _f: self._landed(sid))   # stored or refused
         try:
             got = future.result(APPLY_WAIT_S)
         except SpoolRefused as exc:
@@ -150,9 +152,6 @@ class IngestApp:
         row = self.store.one("SELECT user_name, job_id, node, ended_at IS NOT NULL FROM sessions"
                              " WHERE session_id = ?", [sid])
         return StoredSession(*row) if row else None
-
-    def _applied(self, entry: Any, _got: Any) -> None:
-        self._landed(entry.session_id)
 
     def _landed(self, sid: str) -> None:
         with self._lock:
@@ -183,6 +182,17 @@ class IngestApp:
         self.metrics.rejected.labels(reason=reason).inc()
         with self._lock:
             self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
+
+
+def _drain(stream: Any, length: int) -> None:
+    """Read and drop an oversized body (up to a bound), so that a client that sent it whole
+    reads the 413 rather than a reset connection."""
+    left = min(length, _DRAIN_BYTES)
+    while left > 0:
+        chunk = stream.read(min(left, 2**20))
+        if not chunk:
+            return
+        left -= len(chunk)
 
 
 def _session_line(body: bytes) -> dict[str, Any]:

@@ -99,7 +99,6 @@ class Server:
         self.scheduler.run_task(self.scheduler.tasks["publish"])
         self._wsgi = wsgi.Server((self.host, self.port), self.app, numthreads=self.config.server.threads,
                                  server_name="turingwatch", timeout=30, shutdown_timeout=10)
-        self._wsgi.max_request_body_size = self.config.server.max_body_bytes
         cert, key = self.config.server.tls_cert_file, self.config.server.tls_key_file
         if cert or key:
             self._wsgi.ssl_adapter = _tls(cert, key)

@@ -15,6 +15,7 @@ needs: one thread ingesting while others read.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -103,6 +104,14 @@ class Store:
             # ("Conflicting lock is held in PROGRAM (PID N)") rather than DuckDB's IO Error.
             if "Could not set lock" in str(exc):
                 held = re.search(r"held in (.+?) \(PID (\d+)\)", str(exc))
+                server = _server_holding(self.path, int(held[2]) if held else None)
+                if server is not None:
+                    raise StoreError(
+                        f"store {self.path} is the turingwatch server's (pid {server['pid']},"
+                        f" on {server.get('listen')}): it imports accounting, analyses periods"
+                        " and mails on its own schedule ([server]); `turingwatch status` says"
+                        " when it last did; stop it to use this command"
+                    ) from exc
                 who = f" ({held[1]}, pid {held[2]})" if held else ""
                 raise StoreError(
                     f"store {self.path} is in use by another process{who}: wait until it is done,"
@@ -290,6 +299,18 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _server_holding(path: str, pid: int | None) -> dict[str, Any] | None:
+    """What a running server wrote beside the store it holds (watcher/server/daemon.py), when
+    the process holding the store's lock is that server."""
+    try:
+        said = json.loads(Path(path + ".server.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(said, dict) or (pid is not None and said.get("pid") != pid):
+        return None
+    return said
 
 
 def _create_private(path: Path) -> None:
