@@ -97,9 +97,12 @@ class Munge:
 
     # -- libmunge -------------------------------------------------------------------------
     def _context(self) -> ctypes.c_void_p:
-        ctx = self._lib.munge_ctx_create()
-        if not ctx:
+        made = self._lib.munge_ctx_create()
+        if not made:
             raise MungeError(5, "cannot create a munge context")
+        # munge_ctx_set/get take varargs, so ctypes cannot know the first argument is a
+        # pointer: a bare int would be passed as a 32-bit int and cut the address.
+        ctx = ctypes.c_void_p(made)
         if self.socket:
             self._lib.munge_ctx_set(ctx, _OPT_SOCKET, self.socket.encode())
         return ctx
