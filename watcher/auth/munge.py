@@ -97,7 +97,10 @@ class Munge:
 
     # -- libmunge -------------------------------------------------------------------------
     def _context(self) -> ctypes.c_void_p:
-        ctx = self._lib.munge_ctx_create()
+        # Wrapped: munge_ctx_set and munge_ctx_get are variadic, so they have no argtypes, and
+        # ctypes would pass a bare int as a 32-bit C int, truncating a pointer from a thread's
+        # malloc arena (above 4 GiB): a segfault in any thread but the main one.
+        ctx = ctypes.c_void_p(self._lib.munge_ctx_create())
         if not ctx:
             raise MungeError(5, "cannot create a munge context")
         if self.socket:
