@@ -501,5 +501,12 @@ def test_batches_signed_with_real_munge(tmp_path):
         sender.add(spool)
         assert sender.send_pending(), sender.last_problem
         assert len(srv.received) > 1 and len(srv.samples) == 20 and 401 not in srv.statuses
+        # The same from `run`'s sender thread (libmunge once crashed any thread but the main one).
+        env = {"TURINGWATCH_SERVER_URL": srv.url, "TURINGWATCH_AUTH_MODE": "munge",
+               "TURINGWATCH_AUTH_MUNGE_SOCKET": str(MUNGE_SOCKET)}
+        done = turingwatch(tmp_path, "run", "-q", "-i", "0.5", "-o", "out", "--", "sh", "-c",
+                           "sleep 1; exit 5", env=env)
+        assert done.returncode == 5 and "not sending" not in done.stderr, done.stderr
+        assert len(srv.sessions) == 2 and len(srv.ends) == 2 and 401 not in srv.statuses
     finally:
         srv.stop()

@@ -103,11 +103,12 @@ def _send(config: Config, paths: tuple[Path, ...]) -> None:
         logsetup.at_least(logging.INFO)
     said = [time.monotonic()]
 
-    def progress(_state: SpoolState) -> None:
+    def progress(state: SpoolState) -> None:
         if time.monotonic() - said[0] >= _PROGRESS_EVERY_S:
             said[0] = time.monotonic()
             left = sender.pending_bytes()
-            log.info("sending: %s of %s delivered", size(max(0, total - left)), size(total))
+            log.info("sending spool %d of %d: %s of %s delivered", states.index(state) + 1,
+                     len(states), size(max(0, total - left)), size(total))
 
     sender.deliver(spools, progress=progress)
     failed = 0
