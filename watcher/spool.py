@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ FIELDS = {
     "gpus": field_names(GpuReading),
 }
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+log = logging.getLogger(__name__)
 
 
 class SpoolWriter:
@@ -40,6 +43,10 @@ class SpoolWriter:
     The spool is its owner's only (0600: it holds command lines, with whatever passwords they
     carry), and a link planted where it goes is never followed (``O_NOFOLLOW``) nor a file that
     is not its own written to.
+
+    A sender may :meth:`bound` the spool: while more than ``max_undelivered_bytes`` of it are
+    not delivered (the server has been down for long), sample lines are dropped, so the spool
+    stops growing; the session and end lines are always written.
     """
 
     def __init__(self, path: Path) -> None:
@@ -51,6 +58,35 @@ class SpoolWriter:
             os.close(fd)
             raise PermissionError(errno.EPERM, "not a file of this user's", str(path))
         self._fd: int | None = fd
+        self.size = st.st_size
+        self._max_undelivered: int | None = None
+        self._delivered: Callable[[], int] | None = None
+        self.holding_back = False       # sample lines are dropped until the backlog drains
+
+    def bound(self, max_undelivered_bytes: int, delivered: Callable[[], int]) -> None:
+        """Drop sample lines while the file's size less ``delivered()`` (its delivered
+        prefix, in bytes) is at least ``max_undelivered_bytes``."""
+        self._max_undelivered, self._delivered = max_undelivered_bytes, delivered
+
+    def _has_room(self) -> bool:
+        if self._max_undelivered is None or self._delivered is None:
+            return True
+        try:
+            undelivered = self.size - self._delivered()
+        except Exception:  # the sender's trouble must not cost the samples
+            return True
+        if undelivered < self._max_undelivered:
+            if self.holding_back:
+                self.holding_back = False
+                log.warning("%s: the server takes samples again; sample lines are written again",
+                            self.path.name)
+            return True
+        if not self.holding_back:
+            self.holding_back = True
+            log.warning("%s: %d bytes not delivered to the server (server.max_spool_bytes %d); "
+                        "no more sample lines are written until it takes them (the end line "
+                        "still is)", self.path.name, undelivered, self._max_undelivered)
+        return False
 
     def _write(self, obj: dict[str, Any]) -> None:
         if self._fd is None:
@@ -61,11 +97,15 @@ class SpoolWriter:
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
+            self.size += written
 
     def write_session(self, session: dict[str, Any]) -> None:
         self._write({"k": "session", "v": SPOOL_VERSION, "session": session, "fields": FIELDS})
 
-    def write_sample(self, record: SampleRecord) -> None:
+    def write_sample(self, record: SampleRecord) -> bool:
+        """Append a sample line; False when the bound (:meth:`bound`) held it back."""
+        if not self._has_room():
+            return False
         self._write(
             {
                 "k": "sample",
@@ -78,6 +118,7 @@ class SpoolWriter:
                 "cmd": record.cmdlines,
             }
         )
+        return True
 
     def write_end(self, ts: float, end: dict[str, Any]) -> None:
         self._write({"k": "end", "ts": ts, "end": end})

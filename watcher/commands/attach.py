@@ -122,6 +122,7 @@ def attach(
 
     started = time.time()
     watch.start()
+    watch.start_sending(config)
     watch.wait()
     watch.stop({"exit_code": None, "exit_signal": None, "ended_by": _ended_by(watch, stop_file)})
 
@@ -131,6 +132,7 @@ def attach(
             config, output_dir=output_dir, job=job, session_id=watch.session_id,
             outcome=outcome, batch_host=False, show=print_card,
         )
+    watch.finish_sending()  # bounded: what is left stays in the spool for a later sender
 
 
 def _ended_by(watch: object, stop_file: Path) -> str:

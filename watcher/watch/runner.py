@@ -222,6 +222,7 @@ def run(config: Config, options: RunOptions) -> Outcome:
         _finish(config, options, job, watch, outcome, output_dir, intercept_dir)
     except Exception as exc:  # the report must never change the job's outcome
         log.warning("could not write the report: %s", exc)
+    watch.finish_sending()  # bounded: what is left stays in the spool for a later sender
     return outcome
 
 
@@ -273,6 +274,7 @@ def _start_watch(
             slurm_times=slurm_times,
         )
         watch.start()
+        watch.start_sending(config)
         return watch, None
     except Exception as exc:  # no watcher, but the job runs
         return None, _why(exc)

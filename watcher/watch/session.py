@@ -19,14 +19,19 @@ import traceback
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watcher import __version__
+from watcher.config import Config
 from watcher.errors import TuringwatchError
 from watcher.files import private_dir
 from watcher.sampling.sampler import GpuSource, ProcessSource, Sampler
 from watcher.slurm.env import JobContext, SlurmTimes, process_user
 from watcher.spool import SpoolWriter
+from watcher.watch.sinks import start_sending
+
+if TYPE_CHECKING:
+    from watcher.sending import SendingThread
 
 STOP_MARKER = "STOP"          # written by the batch host's run: other nodes finish up
 _MAX_CONSECUTIVE_ERRORS = 5
@@ -100,6 +105,7 @@ class Watch:
         self.empty_rounds = 0             # consecutive samples that found none of the job
         self._reported: set[str] = set()
         self._thread: threading.Thread | None = None
+        self.sending: SendingThread | None = None   # to the server, when one is configured
         # Asked once from the sampling thread (it may mean an squeue call): never on the
         # job's path, and while the job still exists (after its end Slurm may not say).
         self._slurm_times = slurm_times
@@ -130,6 +136,20 @@ class Watch:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="turingwatch-sampler", daemon=True)
         self._thread.start()
+
+    def start_sending(self, config: Config) -> None:
+        """Send the spool to ``server.url`` while the job runs, if it is set (never raises)."""
+        self.sending = start_sending(config, self.spool_path, self.spool)
+
+    def finish_sending(self) -> bool:
+        """Wait, at most ``2 * server.send_timeout_s`` from the end line, for the final
+        flush; whether everything was delivered (what is not stays for a later sender)."""
+        if self.sending is None:
+            return False
+        try:
+            return self.sending.join()
+        except Exception:  # the sender's trouble is never the job's
+            return False
 
     def request_stop(self) -> None:
         """Safe from a signal handler: the loop ends at its next wake-up (within a second)."""
@@ -224,6 +244,8 @@ class Watch:
             finally:
                 self.spool.close()
                 self.spool = None
+        if self.sending is not None:
+            self.sending.finish()  # the final flush runs while the card is made
         close = getattr(self.gpu, "close", None)
         if close is not None:
             try:

@@ -1,9 +1,11 @@
-"""Where a watched job's spools go when it ends, beside its own output directory.
+"""Where a watched job's spools go, beside its own output directory.
 
-A sink takes the finished spool of each node of the job. Today there is one kind: a shared
-directory (``sampler.site_spool_dir``) that the site's ``turingwatch ingest`` reads. The server
-(a later sink) takes the same spool lines over HTTP. A sink that fails says so once and loses
-nothing of the job's own files: the card and ``report.html`` are written either way.
+A sink takes the finished spool of each node of the job: a shared directory
+(``sampler.site_spool_dir``) that the site's ``turingwatch ingest`` reads. The server takes the
+same lines over HTTP while the job runs: :func:`start_sending` gives each watcher (``run`` on
+the batch host, ``attach`` on the others) a sender thread for its own session's spool. A sink
+or a sender that fails says so once and loses nothing of the job's own files: the card and
+``report.html`` are written from the local spool either way.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ import re
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from watcher.sending import SendingThread
 
 from watcher.config import Config, expand_path
 from watcher.files import copy_atomic
+from watcher.spool import SpoolWriter
 
 log = logging.getLogger(__name__)
 # What a copy's name may hold of its label: the label comes from the job's environment
@@ -71,3 +77,29 @@ def configured_sinks(config: Config) -> list[SpoolSink]:
     if config.sampler.site_spool_dir:
         sinks.append(DirectorySink(expand_path(config.sampler.site_spool_dir)))
     return sinks
+
+
+def start_sending(config: Config, spool_path: Path, writer: SpoolWriter | None) -> SendingThread | None:
+    """A running sender of this session's spool to ``server.url``; None when none is set or
+    it cannot start (said once: the job goes on, its spool stays in the output directory).
+
+    ``writer`` gets the bound ``server.max_spool_bytes`` on what is not delivered yet.
+    """
+    if not config.server.url:
+        return None
+    try:
+        from watcher.sending import SendingThread, SpoolSender
+
+        server = config.server
+        sender = SpoolSender(server, config.auth)
+        sender.add(spool_path)
+        if writer is not None:
+            writer.bound(server.max_spool_bytes, lambda: sender.delivered(spool_path))
+        thread = SendingThread(sender, interval_s=server.send_interval_s,
+                               final_wait_s=2 * server.send_timeout_s)
+        thread.start()
+        return thread
+    except Exception as exc:  # no sending, but the job is watched and runs
+        log.warning("not sending to %s: %s; the spool stays in the output directory",
+                    config.server.url, exc)
+        return None
