@@ -31,9 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from server_helpers import ProcessServer, Session, config_of, free_port, get, send, server_env  # noqa: E402
+from server_helpers import ProcessServer, Session, config_of, free_port, get, send, server_env
 
-from watcher.store import Store  # noqa: E402
+from watcher.store import Store
 
 MUNGE_SOCKET = "/tmp/turingwatch-slurm/munge/socket"
 
@@ -129,7 +129,8 @@ def raw_bulk_load(bodies: list[bytes], workdir: Path) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=40_000, help="sample lines per batch size")
     parser.add_argument("--batches", default="10,100,1000,4000", help="batch sizes, in lines")
     parser.add_argument("--nodes", type=int, default=64)

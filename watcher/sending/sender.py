@@ -14,6 +14,8 @@ needs nothing else to read it. What the answer means:
 200 (2xx)               delivered: the offset moves past the batch
 413                     the batch was too large: halve it and send again; a single line too large
                         is skipped with a warning
+409                     the session has ended on the server: these lines are stored already (a
+                        try whose answer was lost); the offset moves past them
 400, 403                the server will never take these lines (malformed, not this user's job):
                         warn once with its reason, skip the batch, count its lines
 anything else, or none  (refused, timeout, DNS, 401, 503, 5xx) keep the lines; retry after an
@@ -201,6 +203,12 @@ class SpoolSender:
                 state.problem = "its session line is larger than the server takes"
                 return BROKEN
             return SKIPPED
+        if reply.status == 409:
+            # The session has ended on the server, so its end line is stored: these lines were
+            # delivered by a try whose answer was lost (the server restarted before answering).
+            log.debug("%s: the server has this session's end already", state.path.name)
+            self._accepted(state, reply, end, count, len(body))
+            return SENT
         if reply.status in (400, 403):
             self._skip(state, end, count, f"{reply.status}: {reply.error}")
             return SKIPPED
