@@ -345,10 +345,30 @@ def test_analyze_published_command(tmp_path, monkeypatch):
     config.write_text(f'[store]\npath = "{tmp_path / "absent.duckdb"}"\n'
                       f'[analysis]\nresult_dir = "{tmp_path / "results"}"\n')
     args = ["--config", str(config), "analyze", "--period", "2026-W47", "--all-users",
-            "--format", "json", "--published", str(dir_a), "--published", str(dir_b)]
+            "--format", "json", "--bundle", "--published", str(dir_a), "--published", str(dir_b)]
     done = CliRunner().invoke(cli, args)
     assert done.exit_code == 0, done.output
     rules = {f["rule"] for f in json.loads(done.output)}
     assert rules and not (tmp_path / "absent.duckdb").exists()  # the site store is not touched
+    assert (tmp_path / "results" / "2026-W47.tar.gz").is_file()
     done = CliRunner().invoke(cli, [*args[:-4], "--published", str(tmp_path / "nowhere")])
     assert done.exit_code != 0 and "holds no publication" in done.output
+
+
+def test_a_failed_publish_leaves_the_current_generation_alone(store, tmp_path, monkeypatch):
+    (tmp_path / "pub" / "current").mkdir(parents=True)
+    with pytest.raises(StoreError, match="not a symlink"):
+        publish(store, tmp_path / "pub")
+    assert sorted(p.name for p in (tmp_path / "pub").iterdir()) == ["current"]
+    (tmp_path / "pub" / "current").rmdir()
+    first = publish(store, tmp_path / "pub")
+
+    def full(*_args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "symlink", full)  # after the generation is renamed into place
+    with pytest.raises(StoreError, match="No space left"):
+        publish(store, tmp_path / "pub")
+    monkeypatch.undo()
+    assert current_generation(tmp_path / "pub") == first.generation  # ... and changes nothing
+    assert sorted(p.name for p in (tmp_path / "pub").iterdir()) == [".publish.lock", "current", "gen-000001"]

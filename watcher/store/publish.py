@@ -117,6 +117,9 @@ def publish(
         publish_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create {publish_dir}: {exc.strerror or exc}") from exc
+    link = publish_dir / CURRENT
+    if os.path.lexists(link) and not link.is_symlink():
+        raise StoreError(f"cannot publish into {publish_dir}: {link} is not a symlink; remove it")
     with _locked(publish_dir):
         _remove_unfinished(publish_dir)
         number = max(_generations(publish_dir), default=0) + 1
@@ -143,8 +146,10 @@ def publish(
             os.rename(building, generation)
             _fsync_dir(publish_dir)
             _point(publish_dir, name)
-        except BaseException:
-            shutil.rmtree(building, ignore_errors=True)
+        except BaseException as exc:  # the generation that was current stays so
+            _discard(publish_dir, name)
+            if isinstance(exc, OSError):  # a full disk, a directory others own
+                raise StoreError(f"cannot publish into {publish_dir}: {exc}") from exc
             raise
         _prune(publish_dir, keep_generations, grace_s)
     return Publication(
@@ -272,6 +277,17 @@ def _point(publish_dir: Path, name: str) -> None:
     os.symlink(name, link)  # relative: the directory may be mounted elsewhere on readers
     os.replace(link, publish_dir / CURRENT)
     _fsync_dir(publish_dir)
+
+
+def _discard(publish_dir: Path, name: str) -> None:
+    """What a failed publish of ``name`` left, unless ``current`` names it already."""
+    with suppress(OSError):
+        if os.readlink(publish_dir / CURRENT) == name:
+            return
+    shutil.rmtree(publish_dir / f".{name}.tmp", ignore_errors=True)
+    shutil.rmtree(publish_dir / name, ignore_errors=True)
+    with suppress(OSError):
+        (publish_dir / f".{CURRENT}.{name}.tmp").unlink()
 
 
 def _generations(publish_dir: Path) -> dict[int, Path]:
