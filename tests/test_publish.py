@@ -370,5 +370,5 @@ def test_a_failed_publish_leaves_the_current_generation_alone(store, tmp_path, m
     with pytest.raises(StoreError, match="No space left"):
         publish(store, tmp_path / "pub")
     monkeypatch.undo()
-    assert current_generation(tmp_path / "pub") == first.generation  # ... and changes nothing
+    assert current_generation(tmp_path / "pub") == first.generation  # and nothing else is left
     assert sorted(p.name for p in (tmp_path / "pub").iterdir()) == [".publish.lock", "current", "gen-000001"]
