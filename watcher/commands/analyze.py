@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -33,6 +34,15 @@ log = logging.getLogger(__name__)
     "--bundle", is_flag=True, help="Also write the period bundle for letters and the web."
 )
 @click.option(
+    "--published",
+    "published",
+    metavar="DIR",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Analyse what a server published in DIR (its server.publish_dir) instead of the site "
+    "store; repeat for a site with several servers.",
+)
+@click.option(
     "-v", "--verbose", is_flag=True,
     help="A line per analysis step on stderr, also when it is no terminal (as turingwatch -v).",
 )
@@ -44,16 +54,18 @@ def analyze(
     all_users: bool,
     fmt: str,
     bundle: bool,
+    published: tuple[Path, ...],
     verbose: bool,
 ) -> None:
     """Judge the jobs of a period against the rules and print the findings.
 
-    The findings are stored in the store too; analysing a period again replaces them.
+    The findings are stored in the store too; analysing a period again replaces them. With
+    --published they are not stored: the analysis runs over the servers' published Parquet,
+    read into a private store, and the site store is not opened.
     """
     from watcher.analysis.engine import analyze_period
     from watcher.analysis.model import to_json
     from watcher.analysis.periods import PeriodError, parse_period
-    from watcher.store import Store
 
     config = app.config
     who = whose_jobs(user, all_users)
@@ -70,7 +82,7 @@ def analyze(
     def progress(step: str) -> None:
         log.info("[%6.1f s] %s", time.monotonic() - started, step)
 
-    with Store.site(config) as store:  # refuses a store that is not there
+    with _open_store(config, published, progress) as store:
         reports = analyze_period(store, config, period, user=who, progress=progress)
 
     findings = [f for report in reports for f in report.findings]
@@ -88,6 +100,20 @@ def analyze(
         except (TuringwatchError, OSError) as exc:  # the findings are printed and stored already
             raise click.ClickException(f"bundle not written: {exc}") from exc
         log.info("bundle written to %s", path)
+
+
+def _open_store(config: Any, published: tuple[Path, ...], progress: Any) -> Any:
+    """The site store (refused when it is not there), or the servers' publications as one."""
+    from watcher.store import Store
+
+    if not published:
+        return Store.site(config)
+    from watcher.store.published import published_store
+
+    progress(f"reading {len(published)} publication(s)")
+    return published_store(
+        list(published), memory_limit=config.store.memory_limit, threads=config.store.threads
+    )
 
 
 def _bundle_writer() -> Any:
