@@ -181,7 +181,7 @@ class ProcessServer:
 
     def start(self, timeout_s: float = 60) -> None:
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "watcher", "server"], env=self.env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "watcher", "-v", "server"], env=self.env,
                                          stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -43,7 +43,7 @@ COMMANDS = {
     "status": "watcher.commands.server:status",
 }
 # Commands that log their progress as they work (INFO), shown on a terminal or the journal.
-PROGRESS_COMMANDS = {"import-accounting", "analyze", "mail"}
+PROGRESS_COMMANDS = {"import-accounting", "analyze", "mail", "server"}
 
 
 class CommandFailed(click.ClickException):
