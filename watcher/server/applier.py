@@ -48,7 +48,6 @@ class Applier:
         self._waiting: dict[int, float] = {}     # seq -> received_at, of batches not stored yet
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.changes = 0                          # batches stored since start: publish when it grows
         self.lines_stored = self.duplicates_seen = 0
 
     # -- at start ---------------------------------------------------------------------------
@@ -90,7 +89,6 @@ class Applier:
             if progress is not None:
                 progress(done, len(entries))
         self._count(lines, duplicates)
-        self.changes += done
         return Replayed(len(entries), lines, duplicates, refused, time.monotonic() - started)
 
     # -- while serving -----------------------------------------------------------------------
@@ -141,7 +139,6 @@ class Applier:
             else:
                 self.journal.remove(entry)
                 self._count(got.accepted, got.duplicates)
-                self.changes += 1
                 if self.on_applied is not None:
                     self.on_applied(entry, got)
                 future.set_result(got)

@@ -70,7 +70,7 @@ class Server:
             self.journal = Journal(expand_path(s.journal_dir))
             self.applier = Applier(self.store, self.journal, self.metrics)
             self.permissions = Permissions(config.auth, SlurmCommands.from_config(config.slurm).job_owner)
-            self.scheduler = Scheduler(config, self.store, self.metrics, self._changes)
+            self.scheduler = Scheduler(config, self.store, self.metrics)
             self.app = IngestApp(store=self.store, journal=self.journal, applier=self.applier,
                                  verifier=self.verifier, permissions=self.permissions,
                                  metrics=self.metrics, max_body_bytes=s.max_body_bytes,
@@ -81,10 +81,6 @@ class Server:
         self._wsgi: Any = None
         self._stopped = threading.Event()
         self._marker = Path(self.store.path + ".server.json")
-
-    def _changes(self) -> int:
-        t = self.scheduler.tasks
-        return self.applier.changes + t["import"].runs + t["analysis"].runs
 
     # -- running ---------------------------------------------------------------------------
     def run(self, *, ready: threading.Event | None = None) -> None:

@@ -44,9 +44,11 @@ class TaskState:
     last_said: str = ""
     runs: int = 0
     failures: int = 0
+    min_gap_s: float = 0.0           # the task's own say on how soon it may run again
 
     def due(self, now: float) -> bool:
-        return self.interval_s > 0 and (self.runs == 0 or now - self.last_started >= self.interval_s)
+        gap = max(self.interval_s, self.min_gap_s)
+        return self.interval_s > 0 and (self.runs == 0 or now - self.last_started >= gap)
 
 
 @dataclass
@@ -54,14 +56,13 @@ class Scheduler:
     config: Config
     store: Store
     metrics: Metrics
-    changes: Callable[[], int]          # grows whenever the store took something new
     tasks: dict[str, TaskState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s = self.config.server
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._published_at_change = -1
+        self._publication: Any = None   # the last Publication: what it saw of the store
         self._analysed: set[str] = set()   # closed periods analysed by this server run
         self._refreshed: float | None = None   # when the open period was last analysed
         for name, interval, run in (
@@ -171,14 +172,16 @@ class Scheduler:
         return f"mail: {'all sent' if report.ok else 'some letters failed (see above)'}"
 
     def publish(self) -> str:
-        from watcher.store.publish import publish
+        from watcher.store.publish import changed_since, publish
 
-        change = self.changes()
-        if change == self._published_at_change:
+        if not changed_since(self.store, self._publication):
             return ""
         done = publish(self.store, expand_path(self.config.server.publish_dir),
                        bundles_dir=expand_path(self.config.analysis.result_dir))
-        self._published_at_change = change
+        self._publication = done
+        # A whole generation is rewritten each time: on a large store that takes minutes, and
+        # publishing must not take more than a fifth of the server's time.
+        self.tasks["publish"].min_gap_s = 5 * done.seconds
         self.metrics.last_publish.set(time.time())
         return f"published {done.generation.name} in {done.seconds:.1f} s"
 
