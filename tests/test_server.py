@@ -217,3 +217,31 @@ def test_hostile_bodies_are_refused_and_store_nothing(server, body):
     assert status == 400, (status, answer)
     assert counts(server) == before
     assert server.server.store.one("SELECT count(*) FROM sessions WHERE session_id = 's-hyp'")[0] == 0
+
+
+def test_tls_when_given_a_certificate(tmp_path):
+    from dataclasses import replace
+
+    from watcher.auth import Signer
+    from watcher.sending.client import Client, SendError
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    key.chmod(0o600)
+    port = free_port()
+    env = server_env(tmp_path, port, extra={"TURINGWATCH_SERVER_TLS_CERT_FILE": str(cert),
+                                            "TURINGWATCH_SERVER_TLS_KEY_FILE": str(key),
+                                            "TURINGWATCH_SERVER_URL": f"https://127.0.0.1:{port}"})
+    config = config_of(env)
+    body = Session("s-tls", "root").batch(range(3))
+    with ThreadServer(config):
+        trusting = Client(replace(config.server, tls_ca_file=str(cert)))
+        reply = trusting.post_samples(body, authorization=Signer(config.auth).authorization(body),
+                                      spool_bytes=0)
+        assert (reply.status, reply.data) == (200, {"accepted": 4, "duplicates": 0})
+        with pytest.raises(SendError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            Client(config.server).post_samples(body, authorization="x", spool_bytes=0)
+        with pytest.raises(OSError):   # no plain HTTP on the TLS port
+            post(f"http://127.0.0.1:{port}", body, "x", timeout=5)
