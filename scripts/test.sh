@@ -16,6 +16,7 @@ DEBIAN_PACKAGES=(
     libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 valgrind libpython3.11-testsuite  # intercepter tests
     build-essential pkg-config ninja-build                  # C builds
     python3 python3-venv python3-dev                        # the venv's base: /usr/bin/python3
+    openssl                                                 # a TLS certificate for the server test
 )
 BUILD_TOOLS=(meson ninja)   # for the C tests; pyproject has the rest
 
