@@ -197,13 +197,18 @@ WHERE s.session_id = $session_id AND s.ended_at IS NULL;
 
 -- name: new_samples
 -- The sample lines not stored yet, the first of each seq, and their rounds in sample_rounds.
-CREATE OR REPLACE TEMP TABLE spool_samples AS
-SELECT l.n, l.seq, l.ts, l.steps, l.procs, l.gpus, l.cmd
+-- Only their n is kept: a copy of their parts would cost more than reading them from spool_lines.
+CREATE OR REPLACE TEMP TABLE spool_new AS
+SELECT l.n
 FROM spool_lines AS l
 WHERE l.k = 'sample'
   AND NOT EXISTS (
       SELECT 1 FROM sample_rounds AS r WHERE r.session_id = $session_id AND r.seq = l.seq)
 QUALIFY row_number() OVER (PARTITION BY l.seq ORDER BY l.n) = 1;
+CREATE OR REPLACE TEMP VIEW spool_samples AS
+SELECT n, seq, ts, steps, procs, gpus, cmd
+FROM spool_lines
+WHERE n IN (SELECT n FROM spool_new);
 INSERT INTO sample_rounds
 SELECT $session_id, seq, to_timestamp(ts)
 FROM spool_samples;
