@@ -6,14 +6,14 @@
 -- $node (from its session line), $steps, $procs, $gpus ("check": the fields of each row) and
 -- $sessions_only ("check": the session lines alone).
 --
--- The lines are first put one a row into TEMP spool_source (line JSON), in their order: "read"
--- does so for a file, apply_lines registers a batch under that name. Everything after is shared.
+-- The lines are first put one a row into TEMP spool_source (line), in their order: "read" does
+-- so for a file, "batch" for a batch (apply_ndjson). Everything after is shared.
 -- (session_id, seq) identifies a sample: a sample already stored (sample_rounds), or a second
 -- line with the same seq, is skipped, so applying lines twice, or in overlapping batches, stores
 -- each sample once. The array positions below follow watcher/records.py. A spool names its own
--- fields in its session line: rows of a spool whose fields differ are first rebuilt in this
--- order by name ("remap"), so spools written before a field was added still load (the field is
--- NULL). A torn last line (crash) reads as NULL: skipped.
+-- fields in its session line: rows of a spool whose fields differ are rebuilt in this order
+-- by name as they are read (spool_row, "values"), so spools written before a field was added
+-- still load (the field is NULL). A torn last line (crash) reads as NULL: skipped.
 
 -- name: read
 CREATE OR REPLACE TEMP TABLE spool_source AS
