@@ -6,14 +6,14 @@
 -- $node (from its session line), $steps, $procs, $gpus ("check": the fields of each row) and
 -- $sessions_only ("check": the session lines alone).
 --
--- The lines are first put one a row into TEMP spool_source (line JSON), in their order: "read"
--- does so for a file, apply_lines registers a batch under that name. Everything after is shared.
+-- The lines are first put one a row into TEMP spool_source (line), in their order: "read" does
+-- so for a file, "batch" for a batch (apply_ndjson). Everything after is shared.
 -- (session_id, seq) identifies a sample: a sample already stored (sample_rounds), or a second
 -- line with the same seq, is skipped, so applying lines twice, or in overlapping batches, stores
 -- each sample once. The array positions below follow watcher/records.py. A spool names its own
--- fields in its session line: rows of a spool whose fields differ are first rebuilt in this
--- order by name ("remap"), so spools written before a field was added still load (the field is
--- NULL). A torn last line (crash) reads as NULL: skipped.
+-- fields in its session line: rows of a spool whose fields differ are rebuilt in this order
+-- by name as they are read (spool_row, "values"), so spools written before a field was added
+-- still load (the field is NULL). A torn last line (crash) reads as NULL: skipped.
 
 -- name: read
 CREATE OR REPLACE TEMP TABLE spool_source AS
@@ -21,23 +21,35 @@ SELECT json AS line
 FROM read_json_objects($path, format = 'newline_delimited', ignore_errors = true);
 
 -- name: batch
+-- A batch's lines, from the memory file that holds them ($path), one a row in their order, with
+-- n: a line's place in the batch, blank lines included, for the message about one not JSON.
+-- (trim copies each line: only a line that begins with a space needs it, and AND and OR would
+-- run it on every line, CASE only on those.)
 CREATE OR REPLACE TEMP TABLE spool_source AS
-SELECT line::JSON AS line
-FROM spool_batch
-ORDER BY n;
+SELECT n, line
+FROM (
+    SELECT generate_subscripts(l, 1) - 1 AS n, unnest(l) AS line
+    FROM (SELECT string_split(content, chr(10)) AS l FROM read_text($path))
+)
+WHERE CASE WHEN starts_with(line, ' ') THEN trim(line) <> '' ELSE line <> '' END;
+
+-- name: not_json
+SELECT n, left(line, 80) FROM spool_source WHERE NOT json_valid(line) ORDER BY n LIMIT 1;
 
 -- name: parse
--- Each line's fields, and n: its place among the lines (blank lines aside), for messages.
+-- Each line's fields, and n: its place among the lines (blank lines aside), for messages. The
+-- parts of a sample (steps, procs, gpus, cmd) stay JSON text, each read again alone (a part
+-- is cheaper to parse again than a list of lists is to keep).
 CREATE OR REPLACE TEMP TABLE spool_lines AS
-SELECT *
+SELECT n, k, v, json_transform(seq, '"INTEGER"') AS seq, json_type(seq) AS seq_type, ts,
+       steps, procs, gpus, cmd, session, fields, "end"
 FROM (
-    SELECT n, unnest(json_transform(line, '{"k": "VARCHAR", "v": "INTEGER", "seq": "INTEGER",
-        "ts": "DOUBLE", "steps": ["JSON"], "procs": ["JSON"], "gpus": ["JSON"], "cmd": ["JSON"],
+    SELECT n, unnest(json_transform(line, '{"k": "VARCHAR", "v": "INTEGER", "seq": "JSON",
+        "ts": "DOUBLE", "steps": "JSON", "procs": "JSON", "gpus": "JSON", "cmd": "JSON",
         "session": "JSON", "fields": "JSON", "end": "JSON"}'))
     FROM (SELECT row_number() OVER (ORDER BY rowid) AS n, line FROM spool_source)
 )
-WHERE k IS NOT NULL
-ORDER BY n;
+WHERE k IS NOT NULL;
 
 -- name: skipped
 -- How many lines are not spool lines: not JSON (a torn last line reads as NULL), not an object,
@@ -51,24 +63,20 @@ SELECT (SELECT count(*) FROM spool_source)
 -- The rows of a sample hold as many values as the session line names fields. A value of the
 -- wrong type inside a row is refused by the casts below, a missing required one by the schema.
 -- The loaders first check the session lines alone, to know the session before anything else.
--- (json_type of a missing key is NULL, of a JSON null 'NULL'.)
-WITH sample_rows AS (
-    SELECT n, 'steps' AS part, $steps AS width, unnest(steps) AS r
-    FROM spool_lines WHERE k = 'sample' AND NOT $sessions_only
-    UNION ALL
-    SELECT n, 'procs', $procs, unnest(procs) FROM spool_lines WHERE k = 'sample' AND NOT $sessions_only
-    UNION ALL
-    SELECT n, 'gpus', $gpus, unnest(gpus) FROM spool_lines WHERE k = 'sample' AND NOT $sessions_only
-    UNION ALL
-    SELECT n, 'cmd', 3, unnest(cmd) FROM spool_lines WHERE k = 'sample' AND NOT $sessions_only
-),
-sample_types AS (
-    -- What the sample lines hold as JSON, read once a line: the parse above reads a seq of 1.5
-    -- or true as 2 or 1, and a list that is not one as none.
-    SELECT l.n, json_type(s.line, ['$.seq', '$.steps', '$.procs', '$.gpus', '$.cmd']) AS t
-    FROM spool_lines AS l
-    JOIN (SELECT row_number() OVER (ORDER BY rowid) AS n, line FROM spool_source) AS s USING (n)
-    WHERE l.k = 'sample' AND NOT $sessions_only
+-- Of a line's problems, the first below. (json_type of a missing key is NULL, of a JSON null
+-- 'NULL'. A part is JSON text, NULL for a JSON null: its first character says its type.
+-- json_array_length of a row that is not a list is 0: only a width of 0 needs the rows' types.)
+WITH sample_parts AS (
+    SELECT n,
+        json_array_length(steps, '$[*]') AS steps_widths,
+        json_array_length(procs, '$[*]') AS procs_widths,
+        json_array_length(gpus, '$[*]') AS gpus_widths,
+        json_array_length(cmd, '$[*]') AS cmd_widths,
+        CASE WHEN $steps = 0 THEN json_type(steps, '$[*]') END AS steps_types,
+        CASE WHEN $procs = 0 THEN json_type(procs, '$[*]') END AS procs_types,
+        CASE WHEN $gpus = 0 THEN json_type(gpus, '$[*]') END AS gpus_types
+    FROM spool_lines
+    WHERE k = 'sample' AND NOT $sessions_only
 ),
 problems AS (
     SELECT n, CASE
@@ -99,22 +107,27 @@ problems AS (
             THEN 'a ' || k || ' line without its time'
         WHEN k = 'end' AND coalesce(json_type("end"), 'NULL') NOT IN ('NULL', 'OBJECT')
             THEN 'an end line whose end is not an object'
+        -- The parse reads a seq of 1.5 or true as 2 or 1, and a part that is not a list as none.
+        WHEN k = 'sample' AND coalesce(seq_type, '') NOT IN ('BIGINT', 'UBIGINT')
+            THEN 'a sample line without a whole-number seq'
+        WHEN k = 'sample' AND NOT (coalesce(starts_with(steps, '['), true) AND coalesce(starts_with(procs, '['), true)
+                AND coalesce(starts_with(gpus, '['), true) AND coalesce(starts_with(cmd, '['), true))
+            THEN 'a sample line whose steps, procs, gpus or cmd is not a list'
+        WHEN k = 'sample' AND (list_bool_or(list_transform(steps_widths, w -> w <> $steps))
+                OR list_bool_or(list_transform(steps_types, x -> x <> 'ARRAY')))
+            THEN 'a steps row that is not a list of ' || $steps || ' values'
+        WHEN k = 'sample' AND (list_bool_or(list_transform(procs_widths, w -> w <> $procs))
+                OR list_bool_or(list_transform(procs_types, x -> x <> 'ARRAY')))
+            THEN 'a procs row that is not a list of ' || $procs || ' values'
+        WHEN k = 'sample' AND (list_bool_or(list_transform(gpus_widths, w -> w <> $gpus))
+                OR list_bool_or(list_transform(gpus_types, x -> x <> 'ARRAY')))
+            THEN 'a gpus row that is not a list of ' || $gpus || ' values'
+        WHEN k = 'sample' AND list_bool_or(list_transform(cmd_widths, w -> w <> 3))
+            THEN 'a cmd row that is not a list of 3 values'
     END AS problem
     FROM spool_lines
+    LEFT JOIN sample_parts USING (n)
     WHERE k = 'session' OR (k IN ('sample', 'end') AND NOT $sessions_only)
-    UNION ALL
-    SELECT n, CASE
-        WHEN coalesce(t[1], '') NOT IN ('BIGINT', 'UBIGINT')
-            THEN 'a sample line without a whole-number seq'
-        WHEN coalesce(t[2], 'NULL') NOT IN ('NULL', 'ARRAY') OR coalesce(t[3], 'NULL') NOT IN ('NULL', 'ARRAY')
-                OR coalesce(t[4], 'NULL') NOT IN ('NULL', 'ARRAY') OR coalesce(t[5], 'NULL') NOT IN ('NULL', 'ARRAY')
-            THEN 'a sample line whose steps, procs, gpus or cmd is not a list'
-    END
-    FROM sample_types
-    UNION ALL
-    SELECT n, 'a ' || part || ' row that is not a list of ' || width || ' values'
-    FROM sample_rows
-    WHERE coalesce(json_type(r), '') <> 'ARRAY' OR json_array_length(r) <> width
 )
 SELECT n, problem
 FROM problems
@@ -159,7 +172,7 @@ SELECT
 FROM spool_lines AS s
 WHERE s.k = 'session'
   AND NOT EXISTS (SELECT 1 FROM sessions WHERE session_id = $session_id)
-QUALIFY row_number() OVER (ORDER BY s.rowid) = 1;
+QUALIFY row_number() OVER (ORDER BY s.n) = 1;
 
 -- name: end
 -- The end line records the end of a session not ended yet, and the end record joins its meta.
@@ -184,29 +197,39 @@ WHERE s.session_id = $session_id AND s.ended_at IS NULL;
 
 -- name: new_samples
 -- The sample lines not stored yet, the first of each seq, and their rounds in sample_rounds.
-CREATE OR REPLACE TEMP TABLE spool_samples AS
-SELECT l.*
+-- Only their n is kept: a copy of their parts would cost more than reading them from spool_lines.
+CREATE OR REPLACE TEMP TABLE spool_new AS
+SELECT l.n
 FROM spool_lines AS l
 WHERE l.k = 'sample'
   AND NOT EXISTS (
       SELECT 1 FROM sample_rounds AS r WHERE r.session_id = $session_id AND r.seq = l.seq)
-QUALIFY row_number() OVER (PARTITION BY l.seq ORDER BY l.rowid) = 1;
+QUALIFY row_number() OVER (PARTITION BY l.seq ORDER BY l.n) = 1;
+CREATE OR REPLACE TEMP VIEW spool_samples AS
+SELECT n, seq, ts, steps, procs, gpus, cmd
+FROM spool_lines
+WHERE n IN (SELECT n FROM spool_new);
 INSERT INTO sample_rounds
 SELECT $session_id, seq, to_timestamp(ts)
 FROM spool_samples;
 
--- name: remap
+-- name: values
+-- A row's values are read from its part as JSON values (json_transform, one parse a part),
+-- and spool_value is what r->>i would give of the row: text unquoted, anything else as
+-- written (a number as the JSON has it, a list as JSON), NULL for null. Only text with an
+-- escape in it needs parsing again.
 -- A spool whose session line names other fields than this turingwatch writes (an older watcher,
--- before fields were added at the end, or a newer one): each row is rebuilt in this version's
--- field order, by name. $steps_map, $procs_map, $gpus_map give, for each field of ours, its
--- position in the spool's rows, NULL where the spool has no such field: its value is then NULL,
--- and a field the schema requires is refused by the schema. Fields this version does not know
--- are left out. Run only when the fields differ. (The lambdas use json_extract, not the arrow
--- operator, which would read as a lambda arrow.)
-UPDATE spool_samples SET
-    steps = list_transform(steps, r -> to_json(list_transform($steps_map::INTEGER[], i -> json_extract(r, i)))),
-    procs = list_transform(procs, r -> to_json(list_transform($procs_map::INTEGER[], i -> json_extract(r, i)))),
-    gpus = list_transform(gpus, r -> to_json(list_transform($gpus_map::INTEGER[], i -> json_extract(r, i))));
+-- before fields were added at the end, or a newer one) has each row rebuilt in this version's
+-- field order, by name: spool_row, given for each field of ours its position in the spool's rows
+-- (the parameters steps_map, procs_map, gpus_map), NULL where the spool has no such field: its value is then
+-- NULL, and a field the schema requires is refused by the schema. Fields this version does not
+-- know are left out.
+CREATE OR REPLACE TEMP MACRO spool_value(e) AS
+    CASE WHEN starts_with(e, '"')
+        THEN CASE WHEN contains(e, '\') THEN json_extract_string(e, '$') ELSE (e::VARCHAR)[2:-2] END
+        ELSE e::VARCHAR END;
+CREATE OR REPLACE TEMP MACRO spool_row(r, map) AS
+    CASE WHEN map IS NULL THEN r ELSE list_transform(map, i -> r[i + 1]) END;
 
 -- name: steps
 -- Columns by name: migrations add them at the end of the table in their own order.
@@ -218,13 +241,16 @@ INSERT INTO step_samples (
     minor_faults, major_faults, cpus_available, cpus_source,
     cpu_wait_s, mem_bytes, mem_source, mem_peak_bytes)
 SELECT
-    $session_id, l.seq, to_timestamp(l.ts), $job_id, r->>0, $node,
-    (r->>1)::INTEGER, (r->>2)::INTEGER, (r->>3)::DOUBLE, (r->>4)::DOUBLE,
-    (r->>5)::BIGINT, (r->>6)::BIGINT, (r->>7)::INTEGER, r->>8,
-    (r->>9)::BIGINT, (r->>10)::BIGINT, (r->>11)::BIGINT, (r->>12)::BIGINT,
-    (r->>13)::BIGINT, (r->>14)::BIGINT, (r->>15)::INTEGER, r->>16,
-    (r->>17)::DOUBLE, (r->>18)::BIGINT, r->>19, (r->>20)::BIGINT
-FROM spool_samples AS l, unnest(l.steps) AS u(r);
+    $session_id, seq, to_timestamp(ts), $job_id, spool_value(r[1]), $node,
+    spool_value(r[2])::INTEGER, spool_value(r[3])::INTEGER, spool_value(r[4])::DOUBLE, spool_value(r[5])::DOUBLE,
+    spool_value(r[6])::BIGINT, spool_value(r[7])::BIGINT, spool_value(r[8])::INTEGER, spool_value(r[9]),
+    spool_value(r[10])::BIGINT, spool_value(r[11])::BIGINT, spool_value(r[12])::BIGINT, spool_value(r[13])::BIGINT,
+    spool_value(r[14])::BIGINT, spool_value(r[15])::BIGINT, spool_value(r[16])::INTEGER, spool_value(r[17]),
+    spool_value(r[18])::DOUBLE, spool_value(r[19])::BIGINT, spool_value(r[20]), spool_value(r[21])::BIGINT
+FROM (
+    SELECT seq, ts, spool_row(r, $steps_map::INTEGER[]) AS r
+    FROM (SELECT seq, ts, unnest(json_transform(steps, '[["JSON"]]')) AS r FROM spool_samples)
+);
 
 -- name: processes
 -- A process's command line comes in the "cmd" of the sample that first saw it.
@@ -237,34 +263,40 @@ INSERT INTO process_samples (
     minor_faults, major_faults, nthreads,
     cpu_wait_s, pss_bytes)
 SELECT
-    $session_id, p.seq, to_timestamp(p.ts), p.r->>0,
-    (p.r->>1)::INTEGER, (p.r->>2)::INTEGER, (p.r->>3)::BIGINT, p.r->>4,
+    $session_id, p.seq, to_timestamp(p.ts), spool_value(p.r[1]),
+    p.pid, spool_value(p.r[3])::INTEGER, p.start_ticks, spool_value(p.r[5]),
     c.cmdline,
-    (p.r->>5)::DOUBLE, (p.r->>6)::DOUBLE, (p.r->>7)::BIGINT,
-    (p.r->>8)::BIGINT, (p.r->>9)::BIGINT, (p.r->>10)::BIGINT, (p.r->>11)::BIGINT,
-    (p.r->>12)::BIGINT, (p.r->>13)::BIGINT, (p.r->>14)::INTEGER,
-    (p.r->>15)::DOUBLE, (p.r->>16)::BIGINT
+    spool_value(p.r[6])::DOUBLE, spool_value(p.r[7])::DOUBLE, spool_value(p.r[8])::BIGINT,
+    spool_value(p.r[9])::BIGINT, spool_value(p.r[10])::BIGINT, spool_value(p.r[11])::BIGINT, spool_value(p.r[12])::BIGINT,
+    spool_value(p.r[13])::BIGINT, spool_value(p.r[14])::BIGINT, spool_value(p.r[15])::INTEGER,
+    spool_value(p.r[16])::DOUBLE, spool_value(p.r[17])::BIGINT
 FROM (
-    SELECT l.seq, l.ts, u.r
-    FROM spool_samples AS l, unnest(l.procs) AS u(r)
+    SELECT seq, ts, r, spool_value(r[2])::INTEGER AS pid, spool_value(r[4])::BIGINT AS start_ticks
+    FROM (
+        SELECT seq, ts, spool_row(r, $procs_map::INTEGER[]) AS r
+        FROM (SELECT seq, ts, unnest(json_transform(procs, '[["JSON"]]')) AS r FROM spool_samples)
+    )
 ) AS p
 LEFT JOIN (
-    SELECT l.seq, (u.r->>0)::INTEGER AS pid, (u.r->>1)::BIGINT AS start_ticks,
-           min(u.r->>2) AS cmdline
-    FROM spool_samples AS l, unnest(l.cmd) AS u(r)
+    SELECT seq, spool_value(r[1])::INTEGER AS pid, spool_value(r[2])::BIGINT AS start_ticks,
+           min(spool_value(r[3])) AS cmdline
+    FROM (SELECT seq, unnest(json_transform(cmd, '[["JSON"]]')) AS r FROM spool_samples)
     GROUP BY ALL
 ) AS c
-    ON c.seq = p.seq AND c.pid = (p.r->>1)::INTEGER AND c.start_ticks = (p.r->>3)::BIGINT;
+    ON c.seq = p.seq AND c.pid = p.pid AND c.start_ticks = p.start_ticks;
 
 -- name: gpus
 INSERT INTO gpu_samples
 SELECT
-    $session_id, l.seq, to_timestamp(l.ts), $job_id, $node,
-    (r->>0)::INTEGER, r->>1, r->>2,
-    (r->>3)::DOUBLE, (r->>4)::DOUBLE, (r->>5)::BIGINT, (r->>6)::BIGINT,
-    (r->>7)::DOUBLE, (r->>8)::DOUBLE, (r->>9)::DOUBLE, (r->>10)::DOUBLE,
-    (r->>11)::UBIGINT, CAST(r->12 AS INTEGER[]), (r->>13)::INTEGER
-FROM spool_samples AS l, unnest(l.gpus) AS u(r);
+    $session_id, seq, to_timestamp(ts), $job_id, $node,
+    spool_value(r[1])::INTEGER, spool_value(r[2]), spool_value(r[3]),
+    spool_value(r[4])::DOUBLE, spool_value(r[5])::DOUBLE, spool_value(r[6])::BIGINT, spool_value(r[7])::BIGINT,
+    spool_value(r[8])::DOUBLE, spool_value(r[9])::DOUBLE, spool_value(r[10])::DOUBLE, spool_value(r[11])::DOUBLE,
+    spool_value(r[12])::UBIGINT, CAST(r[13] AS INTEGER[]), spool_value(r[14])::INTEGER
+FROM (
+    SELECT seq, ts, spool_row(r, $gpus_map::INTEGER[]) AS r
+    FROM (SELECT seq, ts, unnest(json_transform(gpus, '[["JSON"]]')) AS r FROM spool_samples)
+);
 
 -- name: owner
 -- The user that owned the spool file, when the loader was told (ingest): migration 0007.

@@ -35,8 +35,8 @@ import duckdb
 from watcher import spool
 from watcher.store import Cursor, Store, StoreError, named_statements
 
-_FILE = ("forget", "session", "end", "new_samples", "steps", "processes", "gpus")
-_BATCH = ("batch", "parse", "session", "end", "new_samples", "steps", "processes", "gpus")
+_BATCH = ("session", "end", "new_samples", "values", "steps", "processes", "gpus")
+_FILE = ("forget", *_BATCH)
 _PARAMETER = re.compile(r"\$(\w+)")
 
 Line = Mapping[str, Any] | str | bytes
@@ -186,7 +186,7 @@ def _load_file(store: Store, file: SpoolFile, owner_of: OwnerOf | None) -> Loade
                 _check_owner(cur, sid, session, owner, where)
             params = {"session_id": sid, "job_id": session.get("job_id"), "node": session["node"],
                       **_field_maps(fields)}
-            _run(cur, _remapped(_FILE, params), params)
+            _run(cur, _FILE, params)
             if owner is not None:
                 _run(cur, ("owner",), {"session_id": sid, "owner": owner.name,
                                        "trusted": owner.trusted, "spool": file.path.name})
@@ -280,7 +280,7 @@ def apply_ndjson(store: Store, data: bytes, session_id: str | None = None) -> Ap
                 fields = _json(stored[4])   # as its session line named them, if not ours
             _check_lines(cur, fields, "the batch")   # rows as wide as those fields
             params = {"session_id": sid, "job_id": job_id, "node": node, **_field_maps(fields)}
-            _run(cur, _remapped(_BATCH[2:], params), params)
+            _run(cur, _BATCH, params)
             ((new, ended),) = cur.execute(
                 "SELECT (SELECT count(*) FROM spool_samples),"
                 " (SELECT ended_at IS NOT NULL FROM sessions WHERE session_id = ?)",
@@ -302,24 +302,13 @@ def _stage(cur: Cursor, data: bytes) -> None:
     try:
         with os.fdopen(os.dup(fd), "wb") as out:
             out.write(data)
-        cur.execute(
-            "CREATE OR REPLACE TEMP TABLE spool_batch AS"
-            " SELECT * FROM (SELECT generate_subscripts(l, 1) - 1 AS n, unnest(l) AS line"
-            f" FROM (SELECT string_split(content, chr(10)) AS l FROM read_text('/dev/fd/{fd}')))"
-            " WHERE trim(line) <> ''"
-        )
+        _run(cur, ("batch",), {"path": f"/dev/fd/{fd}"})
     finally:
         os.close(fd)
-    try:
-        # fetchall: DuckDB 2 keeps a result over Python data open until it is read to the end.
-        bad = cur.execute(
-            "SELECT n, left(line, 80) FROM spool_batch WHERE NOT json_valid(line) ORDER BY n LIMIT 1"
-        ).fetchall()
-        if bad:
-            raise SpoolRefused(f"line {bad[0][0] + 1} of the batch is not JSON: {bad[0][1]!r}")
-        _run(cur, _BATCH[:2], {})
-    finally:
-        cur.execute("DROP TABLE IF EXISTS spool_batch")
+    bad = _fetch(cur, "not_json", {})
+    if bad:
+        raise SpoolRefused(f"line {bad[0][0] + 1} of the batch is not JSON: {bad[0][1]!r}")
+    _run(cur, ("parse",), {})
 
 
 def _batch_session(
@@ -341,7 +330,7 @@ def _session_lines(cur: Cursor, where: str) -> tuple[list[dict[str, Any]], Any]:
     """The session lines of the lines staged (spool_lines), once their format and their shape
     are known to be what the statements load; and the fields the first one names."""
     heads = cur.execute(
-        "SELECT v, fields, session FROM spool_lines WHERE k = 'session' ORDER BY rowid"
+        "SELECT v, fields, session FROM spool_lines WHERE k = 'session' ORDER BY n"
     ).fetchall()
     for v, fields, _session in heads:
         _check_format({"v": v, "fields": _json(fields)}, where)
@@ -413,9 +402,10 @@ def _check_format(head: Mapping[str, Any], where: str) -> None:
 
 
 def _field_maps(fields: Any) -> dict[str, Any]:
-    """The parameters of "remap" (and "session"): for each field this turingwatch reads, its
-    position in the spool's rows, by name, or None where the spool has no such field. ``remap``
-    is False when the spool's fields are ours (or unknown: lines of a session stored already)."""
+    """The parameters of the statements that read rows ("steps", "processes", "gpus") and of
+    "session": for each field this turingwatch reads, its position in the spool's rows, by name,
+    or None where the spool has no such field. ``remap`` is False, and the maps None, when the
+    spool's fields are ours (or unknown: lines of a session stored already)."""
     if fields is None or fields == spool.FIELDS:
         return {"remap": False, **{f"{part}_map": None for part in spool.FIELDS}}
     maps: dict[str, Any] = {"remap": True}
@@ -423,14 +413,6 @@ def _field_maps(fields: Any) -> dict[str, Any]:
         position = {name: i for i, name in enumerate(fields[part])}
         maps[f"{part}_map"] = [position.get(name) for name in ours]
     return maps
-
-
-def _remapped(names: tuple[str, ...], params: Mapping[str, Any]) -> tuple[str, ...]:
-    """The statements to run, with "remap" after "new_samples" when the fields differ."""
-    if not params["remap"]:
-        return names
-    at = names.index("new_samples") + 1
-    return (*names[:at], "remap", *names[at:])
 
 
 def _one_session(
