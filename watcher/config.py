@@ -292,6 +292,10 @@ class ServerSettings:
         16 * 2**20, "largest ingest request body the server reads (413 beyond)", min=1024, max=2**31
     )
     threads: int = setting(8, "HTTP worker threads of the server", min=1, max=256)
+    apply_threads: int = setting(
+        2, "threads storing batches of different sessions side by side (about one per core)",
+        min=1, max=64,
+    )
     journal_dir: str = setting(
         f"{DATA_DIR}/journal",
         "where the server keeps accepted batches, fsynced, until they are in the store",

@@ -68,7 +68,7 @@ class Server:
         self.started_at = time.time()
         try:
             self.journal = Journal(expand_path(s.journal_dir))
-            self.applier = Applier(self.store, self.journal, self.metrics)
+            self.applier = Applier(self.store, self.journal, self.metrics, workers=s.apply_threads)
             self.permissions = Permissions(config.auth, SlurmCommands.from_config(config.slurm).job_owner)
             self.scheduler = Scheduler(config, self.store, self.metrics)
             self.app = IngestApp(store=self.store, journal=self.journal, applier=self.applier,

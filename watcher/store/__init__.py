@@ -213,13 +213,17 @@ class Store:
             cur.close()
 
     @contextmanager
-    def transaction(self, cursor: Cursor | None = None) -> Iterator[Cursor]:
+    def transaction(self, cursor: Cursor | None = None, *, shared: bool = False) -> Iterator[Cursor]:
         """All or nothing, one writer at a time: commit on success, roll back on any exception.
 
         Runs on ``cursor`` (one from ``cursor()``, whose TEMP tables the writes may read) or
         else on a private cursor of its own, and holds the store's write lock throughout.
+        ``shared``: without the lock, beside other writers, for writes that never touch rows
+        another transaction may touch (the server's applies of different sessions). DuckDB
+        still refuses a conflicting commit, which is then a StoreError the caller retries.
         """
-        with self._write_lock, (nullcontext(cursor) if cursor is not None else self.cursor()) as cur:
+        lock = nullcontext() if shared else self._write_lock
+        with lock, (nullcontext(cursor) if cursor is not None else self.cursor()) as cur:
             cur.execute("BEGIN TRANSACTION")
             try:
                 yield cur

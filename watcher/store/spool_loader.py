@@ -259,16 +259,20 @@ def apply_lines(store: Store, lines: Iterable[Line], session_id: str | None = No
     return apply_ndjson(store, "\n".join(texts).encode("utf-8"), session_id)
 
 
-def apply_ndjson(store: Store, data: bytes, session_id: str | None = None) -> Applied:
+def apply_ndjson(
+    store: Store, data: bytes, session_id: str | None = None, *, shared: bool = False
+) -> Applied:
     """``apply_lines`` for the lines as they came over the wire: newline-delimited JSON, UTF-8.
 
-    Blank lines are skipped, and line numbers in messages count the others.
+    Blank lines are skipped, and line numbers in messages count the others. ``shared``: beside
+    other such applies, for another session each (``Store.transaction``); the server's
+    applier threads never apply two batches of one session at once.
     """
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpoolRefused(f"the batch is not UTF-8 (byte {exc.start})") from None
-    with store.transaction() as cur:
+    with store.transaction(shared=shared) as cur:
         try:
             _stage(cur, data)
             sid, sessions, stored, fields = _batch_session(cur, session_id)
