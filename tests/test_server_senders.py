@@ -81,6 +81,16 @@ class Watcher:
                              f" {self.sender.last_problem}")
 
 
+def finish_and_drain(server: ProcessServer, watchers: list[Watcher]) -> None:
+    """End every watcher's session, deliver all it spooled, stop the server cleanly."""
+    for w in watchers:
+        w.finish()
+    deadline = time.monotonic() + 180
+    for w in watchers:
+        w.drain(deadline)
+    assert server.terminate() == 0
+
+
 def stored_exactly_once(store_path: str, watchers: list[Watcher]) -> None:
     with Store(store_path, read_only=True) as store:
         for w in watchers:
@@ -108,12 +118,7 @@ def test_twenty_sigkills_while_four_senders_push_lose_nothing_acknowledged(munge
         server.kill()
         server.start()
     time.sleep(1.0)
-    for w in watchers:
-        w.finish()
-    deadline = time.monotonic() + 180
-    for w in watchers:
-        w.drain(deadline)
-    assert server.terminate() == 0
+    finish_and_drain(server, watchers)
     assert all(w.lines > 50 for w in watchers), [w.lines for w in watchers]
     stored_exactly_once(config.store.path, watchers)
     journal = Path(config.server.journal_dir)
@@ -136,12 +141,7 @@ def test_a_minute_without_the_server_then_everything_arrives(munged, tmp_path):
     time.sleep(60)
     assert all(w.sender.pending_bytes() > 0 for w in watchers)   # spooled, waiting
     server.start()
-    for w in watchers:
-        w.finish()
-    deadline = time.monotonic() + 180
-    for w in watchers:
-        w.drain(deadline)
-    assert server.terminate() == 0
+    finish_and_drain(server, watchers)
     assert all(w.lines > d + 500 for w, d in zip(watchers, down_at, strict=True))
     stored_exactly_once(config.store.path, watchers)
 
