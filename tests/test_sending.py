@@ -160,6 +160,15 @@ def write_spool(path: Path, samples: int, *, session_id: str = "s-1", end: bool 
     return path
 
 
+def new_spool(tmp_path: Path) -> tuple[Path, SpoolWriter]:
+    """A spool of session s-1 on n1 with its session line written, and its writer."""
+    path = tmp_path / "n1.1.jsonl"
+    writer = SpoolWriter(path)
+    writer.write_session({"session_id": "s-1", "node": "n1", "mode": "run", "started_at": 1.0,
+                          "interval_s": 1.0})
+    return path, writer
+
+
 def record(seq: int, pad: int = 100) -> SampleRecord:
     return SampleRecord(seq, 1000.0 + seq, [], [], [], [(1, 1, "x" * pad)])
 
@@ -345,10 +354,7 @@ def test_the_bound_stops_the_spool_growing_and_keeps_the_end_line(tmp_path, auth
 
 
 def test_sample_lines_are_written_again_once_the_backlog_drains(tmp_path, server, auth, caplog):
-    path = tmp_path / "n1.1.jsonl"
-    writer = SpoolWriter(path)
-    writer.write_session({"session_id": "s-1", "node": "n1", "mode": "run", "started_at": 1.0,
-                          "interval_s": 1.0})
+    path, writer = new_spool(tmp_path)
     sender = SpoolSender(settings(server.url), auth)
     sender.add(path)
     writer.bound(2**16, lambda: sender.delivered(path))
@@ -363,10 +369,7 @@ def test_sample_lines_are_written_again_once_the_backlog_drains(tmp_path, server
 
 # -- the thread beside a job ----------------------------------------------------------------------
 def test_the_sending_thread_sends_at_once_every_interval_and_at_the_end(tmp_path, server, auth):
-    path = tmp_path / "n1.1.jsonl"
-    writer = SpoolWriter(path)
-    writer.write_session({"session_id": "s-1", "node": "n1", "mode": "run", "started_at": 1.0,
-                          "interval_s": 1.0})
+    path, writer = new_spool(tmp_path)
     sender = SpoolSender(settings(server.url), auth)
     sender.add(path)
     thread = SendingThread(sender, interval_s=1.0, final_wait_s=4.0)
