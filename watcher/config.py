@@ -69,7 +69,7 @@ RENAMED_KEYS = {
 }
 # Sections that later versions read (the daemons): a file that has one was written for a
 # newer turingwatch, which deserves a clearer answer than "unknown section".
-RESERVED_SECTIONS = ("distributor", "web")
+RESERVED_SECTIONS = ("web",)
 
 
 def setting(
@@ -360,6 +360,29 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class DistributorSettings:
+    partition: str = setting("", "partition of the scrape allocations; empty: Slurm's default")
+    account: str = setting("", "account charged for the scrape allocations; empty: the user's default")
+    qos: str = setting("", "QOS of the scrape allocations; empty: the partition's default")
+    mem: str = setting("256M", "memory each scrape allocation asks for (sbatch --mem)")
+    time_s: float = setting(
+        600.0, "how long one scrape allocation samples its node (its --duration)", min=30, max=86400
+    )
+    concurrent: int = setting(4, "scrape allocations at most at once", min=1, max=10000)
+    allocation_timeout_s: float = setting(
+        120.0, "how long a scrape job may wait to start before it is cancelled", min=5, max=86400
+    )
+    cooldown_s: float = setting(
+        1800.0, "how long a node sampled is left alone before it is sampled again", min=0, max=86400 * 7
+    )
+    interval_s: float = setting(30.0, "seconds between two looks at the queue", min=1, max=3600)
+    job_name: str = setting(
+        "turingwatch-scrape",
+        "name of the scrape jobs: they are exempt from the rules and the letters by this name",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -371,6 +394,7 @@ class Config:
     mail: MailSettings = field(default_factory=MailSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    distributor: DistributorSettings = field(default_factory=DistributorSettings)
     # "section.key" -> "file <path>" | "file <path>, as <old.key>" | "env <NAME>"; absent: default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     file: Path | None = field(default=None, compare=False)
