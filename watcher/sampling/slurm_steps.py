@@ -151,6 +151,93 @@ def calling_job_id(env: Mapping[str, str] | None = None, proc_root: str = PROC_R
     return found[0] if found else None
 
 
+_UNREAD = object()
+
+
+@dataclass(slots=True)
+class ProcessTable:
+    """One read of the node's process table, shared by every job's finder in a round.
+
+    ``stepd_trees``: job -> step -> (its task pids, its slurmstepd pids), for every job whose
+    slurmstepd is on the node; ``attributed``: every pid below some slurmstepd (and the
+    daemons), which no other job can claim through its environment.
+    """
+
+    stats: dict[int, bytes]
+    table: dict[int, ProcEntry]
+    stepd_trees: dict[int, dict[str, tuple[set[int], set[int]]]]
+    attributed: set[int]
+    reader: ProcessTableReader
+
+
+class ProcessTableReader:
+    """Reads the process table once per round and remembers what does not change between
+    rounds: each process's slurmstepd title, its owner and what its environment says."""
+
+    def __init__(self, proc_root: str = PROC_ROOT, files: ProcFiles | None = None) -> None:
+        self.proc_root = proc_root
+        self.files = files if files is not None else ProcFiles(proc_root)  # every stat, held open
+        # (pid, start) -> what we learnt reading it once.
+        self._titles: dict[tuple[int, int], tuple[int, str] | None] = {}
+        self._environ: dict[tuple[int, int], list] = {}   # [owner uid, (job, step) | None | _UNREAD]
+
+    def read(self) -> ProcessTable:
+        stats = self.files.scan_stats()
+        table = process_table(stats)
+        titles = {pid: self._stepd_title(pid, proc) for pid, proc in table.items()
+                  if proc.comm == STEPD_COMM}
+        children: dict[int, list[int]] = {}
+        for pid, proc in table.items():
+            children.setdefault(proc.ppid, []).append(pid)
+        # Whatever hangs below a slurmstepd, of any job, needs no look at its environment.
+        attributed: set[int] = set(titles)
+        trees: dict[int, dict[str, tuple[set[int], set[int]]]] = {}
+        for pid, title in titles.items():
+            # Start at the top stepd of each step; its forked helpers carry the same title.
+            if title is None or titles.get(table[pid].ppid) == title:
+                continue
+            tree = _descendants(pid, children)
+            attributed |= tree
+            tasks, daemons = trees.setdefault(title[0], {}).setdefault(title[1], (set(), set()))
+            tasks.update(p for p in tree if p not in titles)  # slurmstepd is never the job's
+            daemons.update({pid, *(p for p in tree if p in titles)})
+        self._forget_gone(table)
+        return ProcessTable(stats, table, trees, attributed, self)
+
+    def _stepd_title(self, pid: int, proc: ProcEntry) -> tuple[int, str] | None:
+        key = (pid, proc.start)
+        if key not in self._titles:
+            data = _read_bytes(f"{self.proc_root}/{pid}/cmdline")
+            self._titles[key] = parse_stepd_title(data) if data else None
+        return self._titles[key]
+
+    def owner(self, pid: int) -> int | None:
+        """The process's real uid (``Uid:`` in its status); None when it is gone."""
+        data = _read_bytes(f"{self.proc_root}/{pid}/status") or b""
+        for line in data.splitlines():
+            if line.startswith(b"Uid:"):
+                return int(line.split()[1])
+        return None
+
+    def environ_job(self, pid: int, start: int, uid: int) -> tuple[int, str] | None:
+        """``(job, step)`` the process's environment names, read only if it is ``uid``'s."""
+        key = (pid, start)
+        hit = self._environ.get(key)
+        if hit is None:
+            hit = self._environ[key] = [self.owner(pid), _UNREAD]
+        if hit[0] != uid:
+            return None
+        if hit[1] is _UNREAD:
+            data = _read_bytes(f"{self.proc_root}/{pid}/environ")
+            hit[1] = job_step_from_env(parse_environ(data)) if data else None
+        return hit[1]
+
+    def _forget_gone(self, table: dict[int, ProcEntry]) -> None:
+        for cache in (self._titles, self._environ):
+            for key in [k for k in cache if k[0] not in table or table[k[0]].start != k[1]]:
+                del cache[key]
+
+
 class JobProcessFinder:
     """Finds one job's processes each sample round, remembering what does not change."""
 
@@ -163,11 +250,13 @@ class JobProcessFinder:
         uid: int | None = None,
         env: Mapping[str, str] | None = None,
         ignore_pids: Iterable[int] = (),
+        listpids: bool = True,
     ):
         """``slurm``: the configured commands (``scontrol listpids``, the last strategy);
         default: ``[slurm]``'s defaults. ``ignore_pids``: processes never reported (the
         watcher's own pid when it runs inside the job); their children still are. ``uid``: the
-        job's user, else learnt from its tasks.
+        job's user, else learnt from its tasks. ``listpids=False`` leaves scontrol out (the
+        node scraper, which would otherwise ask for every job that has just ended).
         """
         self.job_id = job_id if job_id is not None else calling_job_id(env, proc_root)
         self.ignore_pids = frozenset(ignore_pids)
@@ -177,15 +266,16 @@ class JobProcessFinder:
         self.uid = uid
         self.layout = (CgroupJobLayout(self.job_id, cgroup_root, proc_root)
                        if self.job_id is not None else None)
-        # (pid, start) -> what we learnt reading it once: a stepd title, an environ verdict.
-        self._titles: dict[tuple[int, int], tuple[int, str] | None] = {}
-        self._environ_steps: dict[tuple[int, int], str | None] = {}
-        self._scontrol_works = True      # False once scontrol proved missing or unrunnable
+        self._scontrol_works = listpids  # False once scontrol proved missing or unrunnable
         self._scontrol_warned = False    # a failing scontrol is logged once, then at debug
-        self._files = ProcFiles(proc_root)   # every process's stat, held open between rounds
+        self._reader: ProcessTableReader | None = None   # made when first needed
 
-    def find(self) -> StepMap:
-        """The job's processes on this node right now (empty when it has none here)."""
+    def find(self, table: ProcessTable | None = None) -> StepMap:
+        """The job's processes on this node right now (empty when it has none here).
+
+        ``table``: this round's process table, when the caller read it for several jobs;
+        else it is read here if the cgroups do not say.
+        """
         steps = StepMap(self.job_id)
         if self.job_id is None:
             return steps
@@ -196,7 +286,7 @@ class JobProcessFinder:
                 steps.add(step, pids, layout.method)
             steps.stepds = dict(layout.stepds)
         if not steps.pids:
-            self._find_in_process_table(steps)
+            self._find_in_process_table(steps, table)
         if not steps.pids:
             self._ask_scontrol(steps)
         if self.ignore_pids:
@@ -210,43 +300,23 @@ class JobProcessFinder:
         return steps
 
     # -- stepd-tree and environ -------------------------------------------------------------
-    def _find_in_process_table(self, steps: StepMap) -> None:
-        steps.stats = self._files.scan_stats()
-        table = process_table(steps.stats)
-        titles = {pid: self._stepd_title(pid, proc) for pid, proc in table.items()
-                  if proc.comm == STEPD_COMM}
-        children: dict[int, list[int]] = {}
-        for pid, proc in table.items():
-            children.setdefault(proc.ppid, []).append(pid)
+    def _find_in_process_table(self, steps: StepMap, table: ProcessTable | None) -> None:
+        if table is None:
+            if self._reader is None:
+                self._reader = ProcessTableReader(self.proc_root)
+            table = self._reader.read()
+        steps.stats = table.stats
+        for step, (tasks, daemons) in table.stepd_trees.get(self.job_id, {}).items():
+            steps.add(step, tasks, "stepd-tree")
+            steps.stepds[step] = sorted(daemons.union(steps.stepds.get(step, ())))
+        self._learn_uid(steps.all_pids(), table.reader)
+        self._find_by_environ(steps, table)
 
-        # Whatever hangs below a slurmstepd, of any job, needs no look at its environment.
-        attributed: set[int] = set(titles)
-        for pid, title in titles.items():
-            # Start at the top stepd of each step; its forked helpers carry the same title.
-            if title is None or titles.get(table[pid].ppid) == title:
-                continue
-            tree = _descendants(pid, children)
-            attributed |= tree
-            if title[0] == self.job_id:  # slurmstepd is never one of the job's processes
-                steps.add(title[1], (p for p in tree if p not in titles), "stepd-tree")
-                daemons = {pid, *(p for p in tree if p in titles)}
-                steps.stepds[title[1]] = sorted(daemons.union(steps.stepds.get(title[1], ())))
-        self._learn_uid(steps.all_pids())
-        self._find_by_environ(steps, table, attributed)
-        self._forget_gone(table)
-
-    def _stepd_title(self, pid: int, proc: ProcEntry) -> tuple[int, str] | None:
-        key = (pid, proc.start)
-        if key not in self._titles:
-            data = _read_bytes(f"{self.proc_root}/{pid}/cmdline")
-            self._titles[key] = parse_stepd_title(data) if data else None
-        return self._titles[key]
-
-    def _learn_uid(self, pids: list[int]) -> None:
+    def _learn_uid(self, pids: list[int], reader: ProcessTableReader) -> None:
         if self.uid is not None:
             return
         for pid in pids:
-            uid = self._owner(pid)
+            uid = reader.owner(pid)
             if uid is not None:
                 self.uid = uid
                 return
@@ -254,39 +324,17 @@ class JobProcessFinder:
             # An unprivileged watcher can only read its own user's environments anyway.
             self.uid = os.getuid()
 
-    def _owner(self, pid: int) -> int | None:
-        """The process's real uid (``Uid:`` in its status); None when it is gone."""
-        data = _read_bytes(f"{self.proc_root}/{pid}/status") or b""
-        for line in data.splitlines():
-            if line.startswith(b"Uid:"):
-                return int(line.split()[1])
-        return None
-
-    def _find_by_environ(self, steps: StepMap, table: dict[int, ProcEntry], attributed: set[int]):
+    def _find_by_environ(self, steps: StepMap, table: ProcessTable) -> None:
         """Processes of the job's user that left the stepd tree but kept SLURM_JOB_ID."""
         if self.uid is None:
             return
-        for pid, proc in table.items():
+        attributed, environ_job = table.attributed, table.reader.environ_job
+        for pid, proc in table.table.items():
             if pid in attributed:
                 continue
-            key = (pid, proc.start)
-            if key not in self._environ_steps:
-                self._environ_steps[key] = self._environ_step(pid)
-            step = self._environ_steps[key]
-            if step is not None:
-                steps.add(step, [pid], "environ")
-
-    def _environ_step(self, pid: int) -> str | None:
-        if self._owner(pid) != self.uid:
-            return None
-        data = _read_bytes(f"{self.proc_root}/{pid}/environ")
-        found = job_step_from_env(parse_environ(data)) if data else None
-        return found[1] if found and found[0] == self.job_id else None
-
-    def _forget_gone(self, table: dict[int, ProcEntry]) -> None:
-        for cache in (self._titles, self._environ_steps):
-            for key in [k for k in cache if k[0] not in table or table[k[0]].start != k[1]]:
-                del cache[key]
+            found = environ_job(pid, proc.start, self.uid)
+            if found is not None and found[0] == self.job_id:
+                steps.add(found[1], [pid], "environ")
 
     # -- scontrol listpids -------------------------------------------------------------------
     def _ask_scontrol(self, steps: StepMap) -> None:
