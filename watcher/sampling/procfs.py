@@ -267,6 +267,13 @@ class ProcFiles:
     def held(self) -> int:
         return len(self._fds)
 
+    def lend(self) -> ProcFiles:
+        """A view of these descriptors for one of several samplers (the node scraper's, one
+        per job): it reads, opens and forgets through them, but lets go of none in
+        :meth:`keep` or :meth:`close`, which would drop the other jobs' processes. The
+        owner's :meth:`scan_stats` lets go of the processes that left."""
+        return _LentFiles(self)
+
     def close(self) -> None:
         self.keep(())
 
@@ -275,6 +282,19 @@ class ProcFiles:
             self.close()
         except Exception:  # interpreter shutdown: os may be gone already
             pass
+
+
+class _LentFiles(ProcFiles):
+    def __init__(self, owner: ProcFiles) -> None:  # shares the owner's descriptors
+        self.proc_root = owner.proc_root
+        self.budget = owner.budget
+        self._fds = owner._fds
+
+    def keep(self, pids: Container[int]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _ppid_of(raw: bytes) -> int | None:

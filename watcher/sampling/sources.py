@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
 from watcher.sampling import procfs
 from watcher.sampling.sampler import StepProcesses
 
 if TYPE_CHECKING:
+    from watcher.sampling.slurm_steps import JobProcessFinder, StepMap
     from watcher.slurm.commands import SlurmCommands
 
 LOCAL_STEP = "local"
@@ -80,25 +81,36 @@ class SlurmSource:
         self.method: str | None = None
 
     def steps(self) -> Mapping[str, StepProcesses]:
-        from watcher.sampling.slurm_steps import step_cpus
-
         found = self.finder.find()
         self.method = found.method
-        # The job's memory cgroups, where Slurm made them: memory as the kernel charges it.
-        layout = self.finder.layout if self.finder.layout is not None and self.finder.layout.found else None
-        stepds = found.stepds
-        result: dict[str, StepProcesses] = {}
-        # A step whose tasks have all exited still has its slurmstepd for a moment, holding
-        # their CPU time: one more sample of it makes the step's totals exact.
-        for step in sorted(found.pids.keys() | stepds.keys()):
-            pids = found.pids.get(step, [])
-            if pids == [self.self_pid]:
-                continue  # a step holding nothing but this watcher (attach's own step)
-            daemons = stepds.get(step, [])
-            children_only = {self.self_pid, *daemons}
-            cpus, source = step_cpus(found, step, self.job_env)
-            result[step] = StepProcesses(
-                [*pids, *daemons], children_only, cpus, source, stats=found.stats or None,
-                memory_cgroup=layout.memory_cgroup(step) if layout is not None else None,
-            )
-        return result
+        return job_steps(found, self.finder, self.job_env, {self.self_pid})
+
+
+def job_steps(
+    found: StepMap,
+    finder: JobProcessFinder,
+    job_env: Mapping[str, str] | None,
+    watchers: Collection[int],
+) -> dict[str, StepProcesses]:
+    """The sampler's view of one job's processes found this round (``finder.find()``):
+    the CPUs per step, its memory cgroup, and the processes whose own work is not the job's
+    (``watchers``, each step's slurmstepd)."""
+    from watcher.sampling.slurm_steps import step_cpus
+
+    # The job's memory cgroups, where Slurm made them: memory as the kernel charges it.
+    layout = finder.layout if finder.layout is not None and finder.layout.found else None
+    stepds = found.stepds
+    result: dict[str, StepProcesses] = {}
+    # A step whose tasks have all exited still has its slurmstepd for a moment, holding
+    # their CPU time: one more sample of it makes the step's totals exact.
+    for step in sorted(found.pids.keys() | stepds.keys()):
+        pids = found.pids.get(step, [])
+        if pids and all(pid in watchers for pid in pids):
+            continue  # a step holding nothing but this watcher (attach's own step)
+        daemons = stepds.get(step, [])
+        cpus, source = step_cpus(found, step, job_env)
+        result[step] = StepProcesses(
+            [*pids, *daemons], {*watchers, *daemons}, cpus, source, stats=found.stats or None,
+            memory_cgroup=layout.memory_cgroup(step) if layout is not None else None,
+        )
+    return result
