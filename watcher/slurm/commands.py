@@ -103,6 +103,15 @@ class SlurmCommands:
         out = self._run("squeue", ["-h", "-j", str(job_id), "-o", "%l|%S"]).stdout
         return parse_squeue_times(out.splitlines()[0]) if out.strip() else SlurmTimes(None, None)
 
+    def jobs_times(self, job_ids: Iterable[int]) -> dict[int, SlurmTimes]:
+        """Several jobs' time limits and starts in one squeue call (the node scraper's new
+        jobs); a job squeue does not list is left out."""
+        ids = ",".join(str(int(job_id)) for job_id in job_ids)
+        if not ids:
+            return {}
+        out = self._run("squeue", ["-h", "-j", ids, "-o", "%A|%l|%S"], check=False).stdout
+        return parse_squeue_jobs_times(out)
+
     def job_owner(self, job_id: int) -> str | None:
         """The user a job belongs to: squeue while slurmctld knows the job, else sacct's record
         (a job long finished); None when neither knows it.
@@ -165,6 +174,16 @@ def parse_squeue_times(line: str) -> SlurmTimes:
     except ValueError:  # N/A, Unknown
         started = None
     return SlurmTimes(parse_time_limit(limit), started)
+
+
+def parse_squeue_jobs_times(text: str) -> dict[int, SlurmTimes]:
+    """``squeue -o '%A|%l|%S'`` (``%A``: the job's own id, an array task's too), one job a line."""
+    times: dict[int, SlurmTimes] = {}
+    for line in text.splitlines():
+        job, _, rest = line.strip().partition("|")
+        if job.isdigit():
+            times[int(job)] = parse_squeue_times(rest)
+    return times
 
 
 def parse_listpids(text: str, job_id: int) -> dict[str, list[int]]:
