@@ -41,6 +41,7 @@ COMMANDS = {
     "intercepter": "watcher.commands.intercepter:intercepter",
     "server": "watcher.commands.server:server",
     "status": "watcher.commands.server:status",
+    "scrape": "watcher.commands.scrape:scrape",
 }
 # Commands that log their progress as they work (INFO), shown on a terminal or the journal.
 PROGRESS_COMMANDS = {"import-accounting", "analyze", "mail", "server"}
