@@ -20,6 +20,20 @@ LEFT JOIN jobs j ON j.job_id = s.job_id AND (j.cluster = s.cluster OR s.cluster 
 WHERE NOT p.session_mode OR s.session_id IN (SELECT session_id FROM tw_scope_sessions)
 QUALIFY row_number() OVER (PARTITION BY s.session_id ORDER BY j.cluster) = 1;
 
+-- name: in_job_sessions_win
+-- A job sampled on a node both by an in-job watcher (run, attach) and by the node scraper
+-- (mode 'node', docs/scrape.md) is counted once: the in-job sessions win for that job and
+-- node, and the scraper's are left out there. On nodes no in-job watcher sampled, the
+-- scraper's sessions are the job's samples.
+DELETE FROM tw_session_keys
+WHERE session_id IN (
+    SELECT s.session_id
+    FROM sessions s JOIN tw_session_keys k USING (session_id)
+    WHERE s.mode = 'node' AND EXISTS (
+        SELECT 1
+        FROM sessions o JOIN tw_session_keys ko USING (session_id)
+        WHERE ko.job_key = k.job_key AND o.node = s.node AND o.mode <> 'node'));
+
 -- name: jobs
 CREATE OR REPLACE TEMP TABLE tw_jobs AS
 WITH p AS (SELECT * FROM tw_params),
