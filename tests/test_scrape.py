@@ -264,8 +264,8 @@ def test_scrape_two_users_jobs_on_the_cluster(slurm_cluster, turingwatch_command
         pytest.skip("the scraper sees every user's jobs as root only")
     script = "#!/bin/bash\nsleep 300 &\nsrun -n1 --overlap sleep 300 &\nwait\n"
     env = slurm_cluster.env
-    mine = slurm_cluster.sbatch(script, "-J", "tw-scrape", cwd=slurm_cluster.make_job_dir())
-    alices = slurm_cluster.sbatch(script, "-J", "tw-scrape", cwd=slurm_cluster.make_job_dir(),
+    mine = slurm_cluster.sbatch(script, "-J", "tw-scrape", "-t", "10", cwd=slurm_cluster.make_job_dir())
+    alices = slurm_cluster.sbatch(script, "-J", "tw-scrape", "-t", "10", cwd=slurm_cluster.make_job_dir(),
                                   as_user=True)
     try:
         for job in (mine, alices):
@@ -275,16 +275,17 @@ def test_scrape_two_users_jobs_on_the_cluster(slurm_cluster, turingwatch_command
                 {"batch", "0"} <= _listpids(env, job).keys() for job in (mine, alices)):
             time.sleep(0.5)
         out = tmp_path / "spools"
+        (tmp_path / "empty.toml").write_text("")
         subprocess.run([*turingwatch_command.argv, "scrape", "--interval", "1", "--duration", "3",
                         "--spool-dir", str(out), "--no-send", "--no-gpu"],
-                       env={**env, **turingwatch_command.env, "TURINGWATCH_CONFIG": "/dev/null"},
+                       env={**env, **turingwatch_command.env, "TURINGWATCH_CONFIG": str(tmp_path / "empty.toml")},
                        check=True, timeout=120)
         listed = {job: _listpids(env, job) for job in (mine, alices)}
         for job, owner in ((mine, "root"), (alices, slurm_cluster.user)):
             got = lines(spool_of(out, job))
             header = got[0]["session"]
             assert header["mode"] == "node" and header["user_name"] == owner
-            assert header["time_limit_s"] is not None
+            assert header["time_limit_s"] == 600   # from squeue: 22.05 sets no end time
             assert got[-1]["k"] == "end"
             seen: dict[str, set[int]] = {}
             for line in got:
