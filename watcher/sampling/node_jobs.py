@@ -25,7 +25,7 @@ from watcher.sampling.procfs import ProcFiles
 from watcher.sampling.sampler import GpuSource, StepProcesses
 from watcher.sampling.slurm_steps import JobProcessFinder, ProcessTable, ProcessTableReader, StepMap
 from watcher.sampling.sources import job_steps
-from watcher.slurm.env import parse_environ
+from watcher.slurm.env import job_step_from_env, parse_environ
 
 _JOB_DIR = re.compile(r"job_(\d+)$")
 # Steps whose processes carry the job's environment, best first (extern's sleep has little).
@@ -127,7 +127,8 @@ class NodeJobs:
                         env = parse_environ(f.read())
                 except OSError:
                     continue
-                if env.get("SLURM_JOB_ID") == str(job.job_id):
+                found = job_step_from_env(env)
+                if found is not None and found[0] == job.job_id:
                     return env
         return {}
 
