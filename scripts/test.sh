@@ -17,6 +17,7 @@ DEBIAN_PACKAGES=(
     build-essential pkg-config ninja-build                  # C builds
     python3 python3-venv python3-dev                        # the venv's base: /usr/bin/python3
     openssl                                                 # a TLS certificate for the server test
+    systemd                                                 # systemd-analyze: the units' checks (verify, security)
 )
 BUILD_TOOLS=(meson ninja)   # for the C tests; pyproject has the rest
 
