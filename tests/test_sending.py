@@ -513,3 +513,29 @@ def test_batches_signed_with_real_munge(tmp_path):
         assert len(srv.sessions) == 2 and len(srv.ends) == 2 and 401 not in srv.statuses
     finally:
         srv.stop()
+
+
+def test_the_scrapers_delivered_ended_spools_are_removed(tmp_path, server, auth):
+    ended, running = tmp_path / "ended", tmp_path / "running"
+    ended.mkdir()
+    running.mkdir()
+    done_path, done = new_spool(ended)
+    done.write_sample(record(0))
+    done.write_end(2.0, {"exit_code": 0})
+    done.close()
+    live_path, live = new_spool(running)
+    live.write_sample(record(0))
+    sender = SpoolSender(settings(server.url), auth, remove_delivered=True)
+    sender.add(done_path)
+    sender.add(live_path)
+    assert sender.send_pending()
+    assert not done_path.exists() and not Path(f"{done_path}.sent").exists()
+    assert live_path.exists() and list(sender.spools) == [live_path]
+    # A job's own spools (run, attach) are never removed.
+    keep = SpoolSender(settings(server.url), auth)
+    keep_path, kept = new_spool(tmp_path)
+    kept.write_end(3.0, {})
+    kept.close()
+    keep.add(keep_path)
+    assert keep.send_pending() and keep_path.exists()
+    live.close()

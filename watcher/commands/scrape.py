@@ -87,7 +87,7 @@ def scrape(
         try:
             from watcher.sending import SpoolSender, spools_under
 
-            sender = SpoolSender(config.server, config.auth)
+            sender = SpoolSender(config.server, config.auth, remove_delivered=True)
             for leftover in spools_under([spool_dir]):  # what an earlier run could not deliver
                 sender.add(leftover)
             sending = start_node_sending(sender, config.server.send_interval_s,

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from watcher import spool
 from watcher.auth import Signer
 from watcher.config import AuthSettings, ServerSettings
 from watcher.errors import TuringwatchError
@@ -101,8 +102,13 @@ class SpoolSender:
         client: Client | None = None,
         signer: Signer | None = None,
         clock: Callable[[], float] = time.monotonic,
+        remove_delivered: bool = False,
     ) -> None:
         self.server = server
+        # The node scraper's spools exist only to reach the server: once a session has ended
+        # and every line of it is delivered, its spool and offset file are removed. A job's
+        # own spools (run, attach) stay: its card is made from them.
+        self.remove_delivered = remove_delivered
         self.client = client if client is not None else Client(server)
         self.signer = signer if signer is not None else Signer(auth)
         self.clock = clock
@@ -283,7 +289,20 @@ class SpoolSender:
                     break
                 if outcome == RETRY:
                     return False
+        if self.remove_delivered:
+            self._remove_delivered()
         return all(s.caught_up or s.problem for s in self.spools.values())
+
+    def _remove_delivered(self) -> None:
+        for path, state in list(self.spools.items()):
+            if state.caught_up and not state.undelivered and spool.has_ended(path):
+                try:
+                    path.unlink()
+                    state.sent_path.unlink(missing_ok=True)
+                except OSError as exc:
+                    log.debug("cannot remove the delivered spool %s: %s", path, exc)
+                    continue
+                del self.spools[path]
 
     def deliver(
         self,
