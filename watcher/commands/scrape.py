@@ -97,7 +97,7 @@ def scrape(
             sender = None
     scraper = Scraper(
         spool_dir=spool_dir,
-        jobs=NodeJobs(uid=node_uid_filter(), ignore_pids={os.getpid()}),
+        jobs=NodeJobs(uid=node_uid_filter(config.auth.service_users), ignore_pids={os.getpid()}),
         interval_s=interval_s,
         node=node,
         cluster=config.slurm.cluster or None,

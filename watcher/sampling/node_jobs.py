@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -182,7 +183,18 @@ class _JobGpus:
         return kept
 
 
-def node_uid_filter() -> int | None:
-    """Whose jobs this scraper keeps: everyone's as root, else its own user's."""
+def node_uid_filter(service_users: Collection[str] = ()) -> int | None:
+    """Whose jobs this scraper keeps: everyone's as root or as one of ``auth.service_users``
+    (the distributor's scrape jobs, which run without root), else its own user's.
+
+    Without root, what other users' processes keep to themselves (``io``, ``smaps_rollup``,
+    ``environ``) is not read: their I/O and PSS are unknown, their CPU and RSS are not.
+    """
     uid = os.getuid()
-    return None if uid == 0 else uid
+    if uid == 0:
+        return None
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return uid
+    return None if name in service_users else uid
