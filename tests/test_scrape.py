@@ -311,11 +311,11 @@ def _comm(pid: int) -> str | None:
 
 
 def test_a_service_user_scrapes_every_job_an_ordinary_user_only_their_own(monkeypatch):
-    import pwd
+    from types import SimpleNamespace
 
     from watcher.sampling import node_jobs
 
-    me = pwd.getpwuid(0)._replace(pw_name="twsvc", pw_uid=4321)
+    me = SimpleNamespace(pw_name="twsvc", pw_uid=4321)
     monkeypatch.setattr(node_jobs.os, "getuid", lambda: 4321)
     monkeypatch.setattr(node_jobs.pwd, "getpwuid", lambda uid: me)
     assert node_jobs.node_uid_filter(["twsvc"]) is None       # the distributor's scrape jobs
