@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 COMMANDS = {
     "run": "watcher.commands.run:run",
     "attach": "watcher.commands.attach:attach",
+    "watch-script": "watcher.commands.watch_script:watch_script",
     "config": "watcher.commands.config:config",
     "import-accounting": "watcher.commands.accounting:import_accounting",
     "ingest": "watcher.commands.ingest:ingest",

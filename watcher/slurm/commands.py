@@ -140,6 +140,12 @@ class SlurmCommands:
                       job_id, done.returncode, last_lines(done.stderr))  # fmt: skip
         return parse_listpids(done.stdout, job_id)
 
+    def job_exit(self, job_id: int) -> JobExit:
+        """The job's state and its batch script's exit status, from ``scontrol show job``:
+        right after the script's end, while the job is COMPLETING, slurmctld already has it."""
+        out = self._run("scontrol", ["show", "job", "-o", str(int(job_id))]).stdout
+        return parse_job_exit(out)
+
     def cluster_name(self) -> str:
         """ClusterName from ``scontrol show config``."""
         out = self._run("scontrol", ["show", "config"], what="scontrol show config").stdout
@@ -164,6 +170,30 @@ class SlurmCommands:
         ids = [str(int(job_id)) for job_id in job_ids]
         if ids:
             self._run("scancel", ids)
+
+
+@dataclass(frozen=True)
+class JobExit:
+    """What ``scontrol show job`` says of a job's end: its state, and the batch script's exit
+    code and the signal that ended it (``ExitCode=code:signal``, 0:0 while it runs)."""
+
+    state: str | None
+    exit_code: int | None
+    exit_signal: int | None
+
+
+def parse_job_exit(text: str) -> JobExit:
+    """``JobState=`` and ``ExitCode=<code>:<signal>`` from ``scontrol show job -o`` output."""
+    state = code = signal = None
+    for word in text.split():
+        key, _, value = word.partition("=")
+        if key == "JobState" and value:
+            state = value
+        elif key == "ExitCode":
+            first, _, second = value.partition(":")
+            if first.isdigit() and second.isdigit():
+                code, signal = int(first), int(second)
+    return JobExit(state, code, signal)
 
 
 def parse_squeue_times(line: str) -> SlurmTimes:
