@@ -112,7 +112,7 @@ def serve_metrics(dist: Any, port: int) -> None:
 
     class Collector:
         def collect(self) -> Any:
-            s = dist.state()
+            s = dist.snapshot   # replaced whole after each step: no half-updated counts
             yield CounterMetricFamily("turingwatch_distributor_submitted", "scrape jobs submitted",
                                       value=s["submitted"])  # fmt: skip
             yield CounterMetricFamily("turingwatch_distributor_cancelled", "scrape jobs cancelled",

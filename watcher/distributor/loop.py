@@ -103,6 +103,8 @@ class Distributor:
         self.errors: dict[str, str] = {}   # cause -> message, while the cause lasts
         self.started_at = clock()
         self._restore()
+        # What the last step left, for readers in other threads (the metrics endpoint).
+        self.snapshot: dict[str, Any] = self.state()
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, stop: threading.Event, *, once: bool = False) -> None:
@@ -244,8 +246,9 @@ class Distributor:
         }
 
     def save(self) -> None:
+        self.snapshot = self.state()
         try:
-            atomic_write(self.state_path, json.dumps(self.state(), indent=2) + "\n")
+            atomic_write(self.state_path, json.dumps(self.snapshot, indent=2) + "\n")
         except OSError as exc:
             if "state" not in self.errors:
                 log.warning("cannot write %s: %s", self.state_path, exc.strerror)
