@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
+import os
+import pwd
 import shlex
 import signal
 import sys
@@ -66,7 +67,7 @@ def distributor(
     settings = config.distributor
     directory.mkdir(parents=True, exist_ok=True)
     command = scrape_command or scrape_line(turingwatch, app.config_path, settings.time_s)
-    dist = Distributor(settings, SlurmCommands.from_config(config.slurm), user=getpass.getuser(),
+    dist = Distributor(settings, SlurmCommands.from_config(config.slurm), user=_me(),
                        job_command=command, state_dir=directory)  # fmt: skip
     stop = threading.Event()
     if not once:
@@ -76,6 +77,14 @@ def distributor(
         serve_metrics(dist, metrics_port)
     log.info("distributor: jobs named %s of %s, command %s", settings.job_name, dist.user, command)
     dist.run(stop, once=once)
+
+
+def _me() -> str:
+    """This process's user by its uid, not $USER: scancel -u must name whose jobs these are."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        raise TuringwatchError(f"uid {os.geteuid()} has no user name; Slurm needs one") from None
 
 
 def scrape_line(turingwatch: str | None, config_path: str | None, duration_s: float) -> str:
