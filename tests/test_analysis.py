@@ -513,3 +513,23 @@ def test_analyze_job_uses_samples_and_accounting_whichever_exist(store, cluster,
     assert {(f.rule, f.step) for f in analyze_job(store, config, sampled, cluster="c")} == {
         ("low_concurrency", "batch")}
     assert analyze_job(store, config, 99999) == []
+
+
+def test_the_distributors_scrape_jobs_are_left_out_by_name_and_account(store, cluster, config):
+    # Its job name (distributor.job_name) by default; in distributor.account when one is set.
+    scrape = cluster.job(user="svc", cores=1, total_cpu=6, name="turingwatch-scrape", account="ops")
+    work = cluster.job(user="svc", cores=4, total_cpu=60)
+    reports = analyze_period(store, config, WEEK)
+    assert [j["job_id"] for r in reports for j in r.jobs] == [work]
+    assert rules_of(store, config, scrape) == set()
+    elsewhere = load_config(None, {"TURINGWATCH_DISTRIBUTOR_ACCOUNT": "monitoring"})
+    assert rules_of(store, elsewhere, scrape) != set()   # the same name in another account
+
+
+def test_exempt_job_names(store, cluster, config, tmp_path):
+    job = cluster.job(cores=4, total_cpu=600, name="backup")
+    assert "cpu_underuse" in rules_of(store, config, job)
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[exempt]\njob_names = ["backup"]\n')
+    cfg = load_config(None, {"TURINGWATCH_ANALYSIS_RULES_FILE": str(rules)})
+    assert rules_of(store, cfg, job) == set()

@@ -19,7 +19,7 @@ FLOORS = {
     "shared": {"__init__", "config", "errors", "logsetup", "units", "files", "templating",
                "markup", "records", "spool", "slurm", "auth", "sending"},
     "node": {"sampling", "watch", "card", "demo"},
-    "site": {"store", "accounting", "analysis", "letters", "mailer", "server"},
+    "site": {"store", "accounting", "analysis", "letters", "mailer", "server", "distributor"},
     "cli": {"cli", "commands", "__main__"},
 }
 MAY_IMPORT = {

@@ -43,9 +43,10 @@ COMMANDS = {
     "server": "watcher.commands.server:server",
     "status": "watcher.commands.server:status",
     "scrape": "watcher.commands.scrape:scrape",
+    "distributor": "watcher.commands.distributor:distributor",
 }
 # Commands that log their progress as they work (INFO), shown on a terminal or the journal.
-PROGRESS_COMMANDS = {"import-accounting", "analyze", "mail", "server"}
+PROGRESS_COMMANDS = {"import-accounting", "analyze", "mail", "server", "distributor"}
 
 
 class CommandFailed(click.ClickException):

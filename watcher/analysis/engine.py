@@ -126,7 +126,7 @@ def _prepare(
         "CREATE OR REPLACE TEMP TABLE tw_params AS SELECT ?::BOOLEAN AS session_mode,"
         " ?::TIMESTAMPTZ AS p_start, ?::TIMESTAMPTZ AS p_end, ?::VARCHAR AS p_user,"
         " ?::DOUBLE AS cpu_watts_per_core, ?::DOUBLE AS grid_co2_g_per_kwh,"
-        " ?::TIMESTAMPTZ AS analysed_at",
+        " ?::TIMESTAMPTZ AS analysed_at, ?::VARCHAR AS scrape_job_name, ?::VARCHAR AS scrape_account",
         [
             session_mode,
             period.start if period else None,
@@ -135,6 +135,9 @@ def _prepare(
             config.energy.cpu_watts_per_core,
             config.energy.grid_co2_g_per_kwh,
             datetime.now(UTC),
+            # The distributor's own scrape jobs are no one's work: scope.sql leaves them out.
+            config.distributor.job_name or None,
+            config.distributor.account or None,
         ],
     )
     conn.execute("CREATE OR REPLACE TEMP TABLE tw_scope_sessions (session_id VARCHAR)")

@@ -17,7 +17,8 @@ WITH kept AS (
             AND ((e.kind = 'users' AND e.value = j.user_name)
               OR (e.kind = 'accounts' AND e.value = j.account)
               OR (e.kind = 'partitions' AND e.value = j.partition)
-              OR (e.kind = 'qos' AND e.value = j.qos)))
+              OR (e.kind = 'qos' AND e.value = j.qos)
+              OR (e.kind = 'job_names' AND e.value = j.job_name)))
 )
 SELECT k.*
 FROM kept k

@@ -33,7 +33,8 @@ class RuleInfo:
     thresholds: dict[str, Any] = field(default_factory=dict)
     min_runtime_s: float = 0.0             # jobs that ran less are not judged by the rule
     suppressed_by: tuple[str, ...] = ()    # rules that, found on the same job, make it redundant
-    # jobs never flagged: {"users": [...], "accounts": [...], "partitions": [...], "qos": [...]}
+    # jobs never flagged: {"users": [...], "accounts": [...], "partitions": [...], "qos": [...],
+    # "job_names": [...]}
     exempt: dict[str, list[str]] = field(default_factory=dict)
 
 

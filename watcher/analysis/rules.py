@@ -22,7 +22,7 @@ from watcher.analysis.sections import SECTIONS as _SECTION_SPECS
 from watcher.config import Config, NotText, expand_path, read_text_file
 from watcher.errors import TuringwatchError
 
-EXEMPT_KINDS = ("users", "accounts", "partitions", "qos")
+EXEMPT_KINDS = ("users", "accounts", "partitions", "qos", "job_names")
 SECTIONS = tuple(spec.id for spec in _SECTION_SPECS)
 # What a rule is about. The letters' advice backs cpu, gpu, memory and time rules with the
 # jobs' used-versus-reserved numbers of that resource, and names one change per resource first.

@@ -1,5 +1,6 @@
 -- Which jobs an analysis looks at, and the facts known about each.
 -- Inputs (temp tables made by engine.py): tw_params (one row), tw_scope_sessions, tw_scope_jobs.
+-- Period mode leaves out the distributor's own scrape jobs (tw_params.scrape_job_name).
 -- A job comes from accounting when Slurm knows it, else from the watcher's sessions rows
 -- (a run outside Slurm, or accounting not imported yet), so a sampled job never vanishes and an
 -- accounted job without samples is still judged from accounting alone.
@@ -48,6 +49,10 @@ in_period AS (
         ELSE j.start_time IS NOT NULL AND j.start_time < p.p_end
             AND (j.end_time IS NULL OR (j.end_time >= p.p_start AND j.end_time < p.p_end))
             AND (p.p_user IS NULL OR j.user_name = p.p_user)
+            -- The distributor's scrape jobs (distributor.job_name, in distributor.account when
+            -- one is set) are the service's, not a user's: no rule judges them, no letter shows them.
+            AND NOT (j.job_name IS NOT DISTINCT FROM p.scrape_job_name
+                     AND (p.scrape_account IS NULL OR j.account IS NOT DISTINCT FROM p.scrape_account))
     END
 ),
 families AS (

@@ -3,7 +3,7 @@
 :class:`SlurmCommands` is built once from ``[slurm]`` (:meth:`SlurmCommands.from_config`) and
 handed to whoever needs Slurm: the importer (sacct, the cluster name), the sampler (``scontrol
 listpids``, when a job's processes can be found no other way), the watch session (the job's
-time limit and start, from squeue) and, later, the distributor (sbatch, scancel). Each
+time limit and start, from squeue) and the distributor (squeue, sbatch, scancel). Each
 operation runs through :func:`watcher.slurm.call.run_command` and raises
 :class:`~watcher.slurm.call.SlurmCommandError` when Slurm cannot answer; callers on the job's
 path (the sampler, the session) catch it and carry on.
@@ -22,6 +22,10 @@ from watcher.slurm.env import SlurmTimes, parse_time_limit, times_from_env
 from watcher.slurm.sacct import SACCT_ENV, SacctError
 
 log = logging.getLogger(__name__)
+
+# squeue's columns for a queue listing: id, state, requested nodes, allocated nodes, submit time,
+# name last (a name may hold the separator; nothing after it can be misread).
+_QUEUE_FORMAT = "%i|%T|%n|%N|%V|%j"
 
 # The daemon a command's answer comes from, for the timeout hint; the rest ask slurmctld.
 _DAEMONS = {"sacct": "slurmdbd"}
@@ -124,6 +128,22 @@ class SlurmCommands:
             owner = parse_owner(out)
         return owner
 
+    def running_per_node(self) -> dict[str, list[str]]:
+        """Node -> names of the jobs running on it (every user's), from one squeue call."""
+        out = self._run(
+            "squeue", ["-h", "-a", "-t", "RUNNING", "-o", "%N|%j"], what="squeue (running jobs)"
+        ).stdout
+        return parse_running_per_node(out)
+
+    def queued_jobs(self, name: str, user: str) -> list[QueuedJob]:
+        """The pending and running jobs of ``user`` named ``name`` (``squeue -u -n``)."""
+        out = self._run(
+            "squeue", ["-h", "-a", "-u", user, "-n", name, "-t", "PENDING,RUNNING,CONFIGURING",
+                       "-o", _QUEUE_FORMAT],
+            what="squeue (own jobs)",
+        ).stdout
+        return parse_queued(out)
+
     # -- scontrol ------------------------------------------------------------------------
     def listpids(self, job_id: int) -> dict[str, list[int]]:
         """Step -> pids of the job on this node, from ``scontrol listpids <job>``.
@@ -170,6 +190,89 @@ class SlurmCommands:
         ids = [str(int(job_id)) for job_id in job_ids]
         if ids:
             self._run("scancel", ids)
+
+    def cancel_named(self, name: str, user: str) -> None:
+        """Cancel every job of ``user`` named ``name`` (``scancel -n -u``), pending or running."""
+        self._run("scancel", ["-n", name, "-u", user], what="scancel (own jobs)")
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """One job in the queue, as squeue lists it."""
+
+    job_id: int
+    state: str              # PENDING, RUNNING, CONFIGURING, ...
+    nodes: tuple[str, ...]  # the nodes it runs on, else those it asked for (--nodelist)
+    submitted: float | None  # epoch seconds
+    name: str
+
+
+def parse_queued(text: str) -> list[QueuedJob]:
+    """Rows of ``squeue -o '%i|%T|%n|%N|%V|%j'``; lines that do not parse are skipped."""
+    jobs = []
+    for line in text.splitlines():
+        cols = line.strip().split("|", 5)
+        if len(cols) != 6 or not cols[0].isdigit():
+            continue
+        job_id, state, requested, allocated, submit, name = cols
+        nodes = expand_hostlist(allocated) or expand_hostlist(requested)
+        try:
+            submitted = datetime.fromisoformat(submit).astimezone().timestamp()
+        except ValueError:
+            submitted = None
+        jobs.append(QueuedJob(int(job_id), state, tuple(nodes), submitted, name))
+    return jobs
+
+
+def parse_running_per_node(text: str) -> dict[str, list[str]]:
+    """Node -> job names from ``squeue -t RUNNING -o '%N|%j'`` (a job on three nodes counts
+    on each of them)."""
+    nodes: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        nodelist, sep, name = line.strip().partition("|")
+        if not sep:
+            continue
+        for node in expand_hostlist(nodelist):
+            nodes.setdefault(node, []).append(name)
+    return nodes
+
+
+def expand_hostlist(text: str) -> list[str]:
+    """Slurm's compressed host list (``n[01-03,7],gpu1``) as names; ``(null)``, ``N/A`` and
+    blanks are none. Ranges keep their zero padding."""
+    text = text.strip()
+    if not text or text in ("(null)", "N/A", "None"):
+        return []
+    hosts: list[str] = []
+    for item in _split_top(text):
+        prefix, bracket, rest = item.partition("[")
+        if not bracket:
+            hosts.append(item)
+            continue
+        body, _, suffix = rest.partition("]")
+        for part in body.split(","):
+            low, dash, high = part.partition("-")
+            if dash and low.isdigit() and high.isdigit():
+                width = len(low)
+                hosts.extend(f"{prefix}{n:0{width}d}{suffix}" for n in range(int(low), int(high) + 1))
+            else:
+                hosts.append(f"{prefix}{part}{suffix}")
+    return hosts
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on the commas outside brackets."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item for item in items if item]
 
 
 @dataclass(frozen=True)
