@@ -42,6 +42,7 @@ def server_env(tmp_path: Path, port: int, *, mode: str = "hmac", extra: dict[str
         "TURINGWATCH_SERVER_REFRESH_INTERVAL_S": "0",
         "TURINGWATCH_SERVER_PUBLISH_INTERVAL_S": "0",
         "TURINGWATCH_ANALYSIS_RESULT_DIR": str(tmp_path / "results"),
+        "TURINGWATCH_DISTRIBUTOR_STATE_DIR": str(tmp_path / "distributor"),
         "TURINGWATCH_SERVER_MAX_BODY_BYTES": str(2**20),
         "TURINGWATCH_AUTH_MODE": mode,
     }

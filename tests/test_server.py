@@ -245,3 +245,20 @@ def test_tls_when_given_a_certificate(tmp_path):
             Client(config.server).post_samples(body, authorization="x", spool_bytes=0)
         with pytest.raises(OSError):   # no plain HTTP on the TLS port
             post(f"http://127.0.0.1:{port}", body, "x", timeout=5)
+
+
+def test_status_and_metrics_show_the_distributor(server):
+    from click.testing import CliRunner
+
+    from watcher.cli import cli
+
+    state = Path(server.config.distributor.state_dir)
+    assert json.loads(get(server.url, "/api/v1/status")[1])["distributor"] is None
+    state.mkdir(parents=True)
+    (state / "distributor.state").write_text(json.dumps({
+        "user": "turingwatch", "running": 2, "pending": 1, "submitted": 9, "errors": {},
+        "updated_at": "2026-12-03T07:00:00+00:00", "nodes": {"n1": {}, "n2": {}}}))
+    assert json.loads(get(server.url, "/api/v1/status")[1])["distributor"]["submitted"] == 9
+    assert 'turingwatch_distributor_jobs{state="running"} 2.0' in get(server.url, "/metrics")[1].decode()
+    got = CliRunner().invoke(cli, ["status"], env={"TURINGWATCH_SERVER_URL": server.url})
+    assert "distributor 2 scrape jobs running, 1 pending, 9 submitted, 2 nodes sampled" in got.output

@@ -32,7 +32,7 @@ DEFAULT_BOUND = 2.0
 
 # Commands the units run that are being written (issue 11 and the web site's issue): drop
 # each from here once watcher/cli.py has it.
-PENDING_COMMANDS = {"distributor", "web"}
+PENDING_COMMANDS = {"web"}
 
 # What every service sets (systemd/README.md, "Sandbox").
 SANDBOX = {

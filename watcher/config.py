@@ -380,6 +380,10 @@ class DistributorSettings:
         "turingwatch-scrape",
         "name of the scrape jobs: they are exempt from the rules and the letters by this name",
     )
+    state_dir: str = setting(
+        f"{DATA_DIR}/distributor",
+        "where the distributor keeps distributor.state (what the server's status and /metrics show)",
+    )
 
 
 @dataclass(frozen=True)

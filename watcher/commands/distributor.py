@@ -16,12 +16,11 @@ from typing import Any
 import click
 
 from watcher.cli import AppContext, pass_app
-from watcher.config import DATA_DIR, expand_path
+from watcher.config import expand_path
 from watcher.errors import TuringwatchError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STATE_DIR = f"{DATA_DIR}/distributor"
 
 
 @click.command()
@@ -31,8 +30,8 @@ DEFAULT_STATE_DIR = f"{DATA_DIR}/distributor"
               help="Print the state the running distributor last wrote, and exit.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="How --status prints.")
-@click.option("--state-dir", default=DEFAULT_STATE_DIR, show_default=True,
-              help="Where distributor.state is written.")
+@click.option("--state-dir", default=None,
+              help="Where distributor.state is written (default: distributor.state_dir).")
 @click.option("--turingwatch", "turingwatch", default=None,
               help="The turingwatch command the scrape jobs run on the nodes "
                    "(default: this Python with -m watcher).")
@@ -42,7 +41,7 @@ DEFAULT_STATE_DIR = f"{DATA_DIR}/distributor"
               help="Also serve the state as Prometheus metrics on this port.")
 @pass_app
 def distributor(
-    app: AppContext, once: bool, show_status: bool, fmt: str, state_dir: str,
+    app: AppContext, once: bool, show_status: bool, fmt: str, state_dir: str | None,
     turingwatch: str | None, scrape_command: str | None, metrics_port: int | None,
 ) -> None:
     """Sample the busiest nodes with 1-CPU Slurm jobs that run `turingwatch scrape`, for sites
@@ -51,7 +50,7 @@ def distributor(
     from watcher.distributor.loop import STATE_FILE, Distributor, read_state
     from watcher.slurm.commands import SlurmCommands
 
-    directory = expand_path(state_dir)
+    directory = expand_path(state_dir or app.config.distributor.state_dir)
     if show_status:
         path = directory / STATE_FILE
         try:

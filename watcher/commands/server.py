@@ -92,4 +92,10 @@ def status_lines(facts: dict[str, Any]) -> list[str]:
         lines.append(f"period      {p['period']}: {p['users']} users, {p['jobs']} jobs, "
                      f"{p['findings']} findings (analysed {p['analysed_at']})")
     lines.append("bundles     " + (", ".join(facts["bundles"]) or "none"))
+    d = facts.get("distributor")
+    if d:
+        errors = "; ".join(f"{k}: {v}" for k, v in (d.get("errors") or {}).items()) or "no errors"
+        lines.append(f"distributor {d.get('running', 0)} scrape jobs running, {d.get('pending', 0)} pending,"
+                     f" {d.get('submitted', 0)} submitted, {len(d.get('nodes') or {})} nodes sampled"
+                     f" (updated {d.get('updated_at')}; {errors})")
     return lines

@@ -47,7 +47,8 @@ class IngestApp:
     def __init__(self, *, store: Store, journal: Journal, applier: Applier, verifier: Verifier,
                  permissions: Permissions, metrics: Metrics, max_body_bytes: int,
                  status: Callable[[], dict[str, Any]] | None = None,
-                 health: Callable[[], tuple[bool, dict[str, Any]]] | None = None) -> None:
+                 health: Callable[[], tuple[bool, dict[str, Any]]] | None = None,
+                 refresh: Callable[[], object] | None = None) -> None:
         self.store = store
         self.journal = journal
         self.applier = applier
@@ -57,6 +58,7 @@ class IngestApp:
         self.max_body_bytes = max_body_bytes
         self.status = status or (lambda: {})
         self.health = health or (lambda: (True, {}))
+        self.refresh = refresh or (lambda: None)
         self.closing = False
         # Sessions journaled and not stored yet: whose they are, so that a second batch of a
         # session still in flight meets the same rule as one already stored.
@@ -80,6 +82,7 @@ class IngestApp:
             ok, facts = self.health()
             return _answer(start_response, 200 if ok else 503, facts)
         if path == "/metrics":
+            self.refresh()   # gauges read from outside (the distributor's state)
             start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
             return [self.metrics.render()]
         if path == "/api/v1/status":

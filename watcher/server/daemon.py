@@ -74,7 +74,7 @@ class Server:
             self.app = IngestApp(store=self.store, journal=self.journal, applier=self.applier,
                                  verifier=self.verifier, permissions=self.permissions,
                                  metrics=self.metrics, max_body_bytes=s.max_body_bytes,
-                                 status=self.status, health=self.health)
+                                 status=self.status, health=self.health, refresh=self.distributor)
         except BaseException:
             self.store.close()
             raise
@@ -197,7 +197,21 @@ class Server:
             "periods": [{"period": p, "analysed_at": _iso(at), "users": u, "jobs": j, "findings": f}
                         for p, at, u, j, f in periods],
             "bundles": bundles,
+            "distributor": self.distributor(),
         }
+
+    def distributor(self) -> dict[str, Any] | None:
+        """What a distributor on this host last wrote of itself (distributor.state_dir)."""
+        from watcher.distributor.loop import STATE_FILE, read_state
+
+        try:
+            facts = read_state(expand_path(self.config.distributor.state_dir) / STATE_FILE)
+        except (OSError, ValueError):
+            return None
+        for state in ("running", "pending"):
+            if isinstance(facts.get(state), int):
+                self.metrics.distributor_jobs.labels(state=state).set(facts[state])
+        return facts
 
 
 def serve(config: Config) -> None:

@@ -44,6 +44,9 @@ class Metrics:
                                   ["node"], registry=r)
         self.apply_seconds = Histogram("turingwatch_apply_seconds", "time to store one batch",
                                        registry=r)
+        self.distributor_jobs = Gauge("turingwatch_distributor_jobs",
+                                      "the distributor's scrape jobs, by state, as it last wrote",
+                                      ["state"], registry=r)
         self.task_failures = Counter("turingwatch_task_failures",
                                      "scheduled tasks that failed, by task", ["task"], registry=r)
 
