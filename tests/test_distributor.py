@@ -295,3 +295,66 @@ def test_a_slurm_error_is_logged_once_and_the_loop_goes_on(  # type: ignore[no-u
             proc.kill()
             proc.wait()
         subprocess.run(["scancel", "-n", name], env=slurm_cluster.env, check=False)
+
+
+@pytest.mark.slurm
+def test_its_scrape_job_samples_an_unwatched_job_into_the_server(  # type: ignore[no-untyped-def]
+    slurm_cluster, user_can_run_turingwatch, tmp_path, monkeypatch
+) -> None:
+    """The whole chain: the distributor's allocation runs the real `turingwatch scrape`, which
+    samples the test user's job that nobody watched and sends it; the server stores it, and the
+    period analysis judges the job with its samples."""
+    from datetime import UTC, datetime, timedelta
+
+    from server_helpers import ThreadServer, config_of, free_port, server_env
+
+    from watcher.analysis.periods import Period
+
+    socket = "/tmp/turingwatch-slurm/munge/socket"
+    monkeypatch.setenv("SLURM_CONF", slurm_cluster.env["SLURM_CONF"])
+    env = server_env(tmp_path, free_port(), mode="munge", extra={"TURINGWATCH_AUTH_MUNGE_SOCKET": socket})
+    started = datetime.now(UTC) - timedelta(seconds=5)
+    name = _unique()
+    with ThreadServer(config_of(env)) as server:
+        job_dir = slurm_cluster.make_job_dir("dist-e2e-")
+        job_id = slurm_cluster.sbatch(
+            f"#!/bin/sh\n{sys.executable} -c 'import time\nt = time.time()\n"
+            "while time.time() - t < 70: pass'\n",
+            "-c", "2", "--time=3", "--job-name=unwatched", cwd=job_dir, as_user=True)
+        deadline = time.monotonic() + 120
+        while _queue_state(slurm_cluster, job_id) != "RUNNING":
+            assert time.monotonic() < deadline, "the user's job did not start"
+            time.sleep(0.5)
+        dist_env = {**_distributor_env(slurm_cluster, name, time_s="30", interval_s="2"),
+                    **{k: v for k, v in env.items() if k.startswith(("TURINGWATCH_SERVER", "TURINGWATCH_AUTH"))},
+                    "TURINGWATCH_SAMPLER_INTERVAL_S": "2", "TURINGWATCH_SERVER_SEND_INTERVAL_S": "2"}
+        proc = subprocess.Popen([sys.executable, "-m", "watcher", "distributor", "--state-dir",
+                                 str(tmp_path / "dist")], env=dist_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            store = server.server.store
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                row = store.one("SELECT count(*) FROM step_samples s JOIN sessions USING (session_id)"
+                                " WHERE sessions.job_id = ? AND sessions.mode = 'node'", [job_id])
+                if row[0] >= 5:
+                    break
+                assert proc.poll() is None, proc.communicate()[0][-3000:]
+                time.sleep(1)
+            assert row[0] >= 5, f"the scraper's samples did not arrive: {_own(slurm_cluster, name)}"
+            assert store.one("SELECT user_name FROM sessions WHERE job_id = ? AND mode = 'node'",
+                             [job_id]) == (slurm_cluster.user,)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out[-3000:]
+        assert _own(slurm_cluster, name) == []
+        slurm_cluster.wait(job_id, timeout=300)
+        server.server.scheduler.import_accounting()
+        period = Period("test", started, datetime.now(UTC) + timedelta(minutes=1))
+        reports = server.server.scheduler._analyse_period(period, mail=False)
+        rows = store.query("SELECT rule FROM analysis_findings WHERE job_id = ?", [job_id])
+        assert {r[0] for r in rows} & {"low_concurrency", "cpu_underuse"}, (rows, reports)
+        # The scrape job itself is no one's finding.
+        assert not store.query("SELECT 1 FROM analysis_findings f JOIN jobs j USING (job_id)"
+                               " WHERE j.job_name = ?", [name])
