@@ -31,6 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench_sampler import raw_floor  # noqa: E402  (the same floor: one read of each file)
+
 from watcher.sampling.node_jobs import NodeJobs  # noqa: E402
 from watcher.watch.scrape import Scraper  # noqa: E402
 
@@ -46,26 +48,6 @@ def fake_cgroups(root: Path, jobs: dict[int, list[int]]) -> None:
         (task / "cgroup.procs").write_text("".join(f"{p}\n" for p in pids))
         (scope / f"job_{job_id}" / "step_batch" / "slurm").mkdir()
         (scope / f"job_{job_id}" / "step_batch" / "slurm" / "cgroup.procs").write_text("")
-
-
-def _read(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.read(fd, 4096)
-    except OSError:
-        pass
-    os.close(fd)
-
-
-def raw_floor(job_pids: list[int]) -> None:
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            _read(f"/proc/{name}/stat")
-    for pid in job_pids:
-        _read(f"/proc/{pid}/io")
 
 
 def cpu_of(fn) -> float:
