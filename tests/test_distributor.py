@@ -203,6 +203,14 @@ def _distributor_env(cluster, name: str, **settings: str) -> dict[str, str]:  # 
     return env
 
 
+def _stop(proc: subprocess.Popen, cluster, name: str) -> None:  # type: ignore[no-untyped-def]
+    """A test's distributor gone and its jobs cancelled, whatever the test did."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    subprocess.run(["scancel", "-n", name], env=cluster.env, check=False)
+
+
 def _unique() -> str:
     return f"twdist-{uuid.uuid4().hex[:8]}"   # never another test's (or session's) jobs
 
@@ -257,10 +265,7 @@ def test_sigterm_cancels_its_pending_and_running_jobs(slurm_cluster, busy_node, 
         state = json.loads((tmp_path / "distributor.state").read_text())
         assert state["cancelled"] >= 2 and state["running"] == state["pending"] == 0, state
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        subprocess.run(["scancel", "-n", name], env=slurm_cluster.env, check=False)
+        _stop(proc, slurm_cluster, name)
 
 
 @pytest.mark.slurm
@@ -291,10 +296,7 @@ def test_a_slurm_error_is_logged_once_and_the_loop_goes_on(  # type: ignore[no-u
         assert err.count(cause) == 1, err
         assert _own(slurm_cluster, name) == []
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        subprocess.run(["scancel", "-n", name], env=slurm_cluster.env, check=False)
+        _stop(proc, slurm_cluster, name)
 
 
 @pytest.mark.slurm

@@ -12,6 +12,7 @@ an admin, never lost silently.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -58,6 +59,12 @@ class Journal:
         self._lock = threading.Lock()
         names = sorted(self._names())
         self._next = (int(names[-1][:16]) + 1) if names else 1
+        # Bytes of every file held, by name: counted as they come and go, since a gauge read
+        # after each stored batch must not list a directory that a long outage filled.
+        self._held: dict[str, int] = {}
+        for name in names:
+            with contextlib.suppress(OSError):
+                self._held[name] = (directory / name).stat().st_size
         self._dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def _names(self) -> list[str]:
@@ -83,6 +90,8 @@ class Journal:
                 os.close(fd)
             os.rename(tmp, final)
             os.fsync(self._dir_fd)
+            with self._lock:
+                self._held[final.name] = os.stat(final).st_size
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise JournalError(f"cannot journal a batch in {self.directory}: "
@@ -123,24 +132,26 @@ class Journal:
 
     def remove(self, entry: Entry) -> None:
         entry.path.unlink(missing_ok=True)
+        self._forget(entry.path)
+
+    def _forget(self, path: Path) -> None:
+        with self._lock:
+            self._held.pop(path.name, None)
 
     def set_aside(self, path: Path, why: str) -> None:
         """Keep a batch the store refused (or a damaged one) in refused/, with its reason."""
         aside = self.directory / "refused" / path.name
         try:
             os.replace(path, aside)
+            self._forget(path)
             aside.with_suffix(".why").write_text(why + "\n", encoding="utf-8")
         except OSError as exc:
             log.error("cannot set %s aside: %s", path, exc)
 
     def backlog_bytes(self) -> int:
-        total = 0
-        for name in self._names():
-            try:
-                total += (self.directory / name).stat().st_size
-            except FileNotFoundError:
-                pass   # applied meanwhile
-        return total
+        """Bytes of the batches the journal holds (headers included)."""
+        with self._lock:
+            return sum(self._held.values())
 
     def close(self) -> None:
         if self._dir_fd >= 0:
