@@ -2,8 +2,12 @@
 
 The test cluster has 4 CPUs and no cgroup confinement (docs/slurm-lab.md), so contention is
 made by pinning: the job's two CPU burners run on CPUs 0 and 1 (``taskset`` inside the job),
-and three more burners outside the job are pinned to the same two CPUs. Five runnable
-processes share two CPUs: the job gets well under its 2 cores and its threads wait in the run
+and four more burners outside the job are pinned to the same two CPUs, each in a session of
+its own. Where the kernel groups the scheduler by session (``sched_autogroup``, on in Debian),
+the job's session then gets a fifth of the two CPUs, not the half it would get against one
+group of burners (a CI run with three burners in pytest's session measured 1.4 of 2 cores
+busy: too close to the rule's 1.5); without autogrouping, six runnable processes share two
+CPUs. Either way the job gets well under its 2 cores and its threads wait in the run
 queue for the rest (measured on the 2-core VM: 0.98 cores busy, 1.02 cores' worth waiting; the
 code before the fix called that job "low concurrency" and "CPU underuse"). That holds on a 2-core CI machine too (there CPUs 0 and 1 are
 all of it, shared with Slurm and pytest as well), so the test asserts only the verdict's sign:
@@ -69,10 +73,12 @@ def test_a_job_whose_cores_are_busy_with_other_work_is_starved(
         f"TURINGWATCH_ANALYSIS_RULES_FILE={job_dir}/rules.toml "
         f"{watch} -- taskset -c {CPUS} {python} burn.py {SECONDS} 2\n"
     )
-    # The other work: outside the job, on the job's CPUs, for longer than the job can take.
+    # The other work: outside the job, on the job's CPUs, for longer than the job can take;
+    # one session each, so that autogrouping weighs each burner like the whole job.
     burners = [
-        subprocess.Popen(["taskset", "-c", CPUS, sys.executable, "-c", "while True: pass"])
-        for _ in range(3)
+        subprocess.Popen(["taskset", "-c", CPUS, sys.executable, "-c", "while True: pass"],
+                         start_new_session=True)
+        for _ in range(4)
     ]
     try:
         job = slurm_cluster.run_job(script, "-J", "tw-starved", "-c", "2", cwd=job_dir,
