@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 # First component under watcher/ -> floor.
 FLOORS = {
     "shared": {"__init__", "config", "errors", "logsetup", "units", "files", "templating",
-               "markup", "records", "spool", "slurm", "auth", "sending"},
+               "markup", "records", "spool", "slurm", "auth", "sending", "jobstate"},
     "node": {"sampling", "watch", "card", "demo"},
     "site": {"store", "accounting", "analysis", "letters", "mailer", "server", "distributor"},
     "cli": {"cli", "commands", "__main__"},
