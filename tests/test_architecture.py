@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 # First component under watcher/ -> floor.
 FLOORS = {
     "shared": {"__init__", "config", "errors", "logsetup", "units", "files", "templating",
-               "markup", "records", "spool", "slurm", "auth", "sending", "jobstate"},
+               "markup", "records", "spool", "slurm", "auth", "sending", "jobstate",
+               "svgchart"},
     "node": {"sampling", "watch", "card", "demo"},
     "site": {"store", "accounting", "analysis", "letters", "mailer", "server", "distributor"},
     "cli": {"cli", "commands", "__main__"},

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from watcher.card.html import charts, render_report_html
-from watcher.card.svg import line_chart
+from watcher.svgchart import line_chart
 
 
 def _ticks(svg: str) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from watcher import __version__
-from watcher.card.svg import line_chart
+from watcher.svgchart import line_chart
 from watcher.templating import environment
 
 

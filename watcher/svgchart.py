@@ -1,4 +1,5 @@
-"""Small inline SVG line charts, so report.html opens offline with no script or CDN."""
+"""Small inline SVG line charts for every reader (report.html, the site), so pages open offline
+with no script or CDN."""
 
 from __future__ import annotations
 
