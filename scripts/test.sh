@@ -60,7 +60,8 @@ done
 
 section "pytest"
 rc=0
-timeout 25m .venv/bin/python -m pytest "$@" || rc=$?
+# The slowest tests are named in the log, so that CI time stays visible as the suite grows.
+timeout 25m .venv/bin/python -m pytest --durations=20 "$@" || rc=$?
 case $rc in
 0) ;;
 5) echo "pytest collected no tests" ;;   # a tree without tests is not a failing one
