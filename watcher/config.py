@@ -69,7 +69,7 @@ RENAMED_KEYS = {
 }
 # Sections that later versions read (the daemons): a file that has one was written for a
 # newer turingwatch, which deserves a clearer answer than "unknown section".
-RESERVED_SECTIONS: tuple[str, ...] = ()
+RESERVED_SECTIONS = ("web",)
 
 
 def setting(
@@ -230,9 +230,6 @@ class LettersSettings:
         15, "rows shown per table in a letter; the rest are counted", min=1, max=1000
     )
     charts: bool = setting(True, "draw charts of the worst jobs in letters")
-    show_rank: bool = setting(
-        True, "tell each user their rank among the period's users by core-hours left idle"
-    )
 
 
 @dataclass(frozen=True)
@@ -390,68 +387,6 @@ class DistributorSettings:
 
 
 @dataclass(frozen=True)
-class AdviceSettings:
-    """How the concrete request a finding ends with (``--mem=3G``) is computed from what ran."""
-
-    cpu_margin: float = setting(
-        0.1, "headroom over the cores the job kept busy, as a fraction, before rounding up to "
-        "whole cores", min=0, max=10,
-    )
-    memory_margin: float = setting(
-        0.2, "headroom over the memory peak, as a fraction, before rounding", min=0, max=10
-    )
-    memory_step_mib: int = setting(
-        1024, "memory requests are rounded up to a multiple of this many MiB (--mem=3G)",
-        min=1, max=2**20,
-    )
-    time_margin: float = setting(
-        0.25, "headroom over the elapsed time, as a fraction, before rounding", min=0, max=10
-    )
-    time_step_s: int = setting(
-        900, "time requests are rounded up to a multiple of this many seconds (--time=00:45:00)",
-        min=60, max=86400,
-    )
-    family_min_jobs: int = setting(
-        3, "a job family (same name and command) of at least this many jobs gets one request "
-        "that fits all of them", min=2, max=100000,
-    )
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    """The reporting web site (``turingwatch web``): it reads what the server publishes."""
-
-    listen: str = setting("127.0.0.1:8741", "host:port `turingwatch web` listens on")
-    oidc_discovery_url: str = setting(
-        "", "the OpenID provider's discovery document (.../.well-known/openid-configuration)"
-    )
-    client_id: str = setting("", "the site's OIDC client id at the provider")
-    client_secret_file: str = setting("", "file holding the OIDC client secret", secret="file")
-    secret_key_file: str = setting(
-        "", "file holding the key that signs the site's session cookies", secret="file"
-    )
-    username_claim: str = setting(
-        "preferred_username",
-        "the ID-token claim that holds the cluster user name (preferred_username, upn, email, sub)",
-    )
-    username_strip_domain: bool = setting(
-        False, "keep only the part of the user name claim before '@' (alice@example.org -> alice)"
-    )
-    admin_users: list[str] = setting([], "users who see every user's pages")
-    admin_claim: str = setting("", "a group or role claim that makes its holder an admin")
-    admin_values: list[str] = setting([], "values of admin_claim that make an admin")
-    trusted_header: str = setting(
-        "", "take the user from this request header set by a proxy (X-Remote-User); empty: off"
-    )
-    trusted_proxies: list[str] = setting(
-        [], "addresses allowed to set trusted_header besides loopback"
-    )
-    session_lifetime_s: float = setting(
-        8 * 3600.0, "how long a login lasts", min=60, max=86400 * 31
-    )
-
-
-@dataclass(frozen=True)
 class Config:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
@@ -464,8 +399,6 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     distributor: DistributorSettings = field(default_factory=DistributorSettings)
-    advice: AdviceSettings = field(default_factory=AdviceSettings)
-    web: WebSettings = field(default_factory=WebSettings)
     # "section.key" -> "file <path>" | "file <path>, as <old.key>" | "env <NAME>"; absent: default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     file: Path | None = field(default=None, compare=False)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 
-# States that mean the job did not do what it was asked, in the order a reader should meet them:
-# the ones a request change would have prevented first.
-FAILED_STATES = ("OUT_OF_MEMORY", "TIMEOUT", "NODE_FAIL", "FAILED", "BOOT_FAIL", "DEADLINE",
-                 "PREEMPTED", "CANCELLED")
+# States that say all there is to say: no exit code or signal is added to them.
+SELF_EXPLAINING = ("OUT_OF_MEMORY", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED")
+# States that mean the job did not do what it was asked.
+FAILED_STATES = (*SELF_EXPLAINING, "FAILED", "CANCELLED")
 RUNNING_STATES = ("RUNNING", "PENDING", "REQUEUED", "RESIZING", "SUSPENDED", "COMPLETING")
 
 
@@ -57,9 +57,9 @@ def end_state(state: str | None, exit_code: int | None = None, exit_signal: int 
         return EndState(None, f"exit code {exit_code}", exit_code != 0)
     if base in RUNNING_STATES:
         return EndState(base, base, False, running=True)
-    bad = base in FAILED_STATES or bool(exit_code) or bool(sig)
-    if base in ("OUT_OF_MEMORY", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED"):
+    if base in SELF_EXPLAINING:
         return EndState(base, base, True)
+    bad = base in FAILED_STATES or bool(exit_code) or bool(sig)
     parts = [base]
     if sig:
         parts.append(f"killed by {sig}")

@@ -214,8 +214,6 @@ def settings_markdown(infos: Iterable[SettingInfo]) -> str:
     out += [f"| `{old}` | `{new}` |" for old, new in RENAMED_KEYS.items()]
     declared = {i.section for i in infos}
     reserved = [name for name in RESERVED_SECTIONS if name not in declared]
-    if not reserved:
-        return "\n".join([*out, ""])
     out += ["", "## Reserved sections", "",
             _paragraph(
                 "Later versions read " + ", ".join(f"`[{name}]`" for name in reserved)
