@@ -69,7 +69,7 @@ RENAMED_KEYS = {
 }
 # Sections that later versions read (the daemons): a file that has one was written for a
 # newer turingwatch, which deserves a clearer answer than "unknown section".
-RESERVED_SECTIONS = ("web",)
+RESERVED_SECTIONS: tuple[str, ...] = ()
 
 
 def setting(
@@ -180,6 +180,36 @@ class AnalysisSettings:
 
 
 @dataclass(frozen=True)
+class AdviceSettings:
+    """The concrete request each resource finding ends with: what was measured, plus a margin."""
+
+    cpu_percentile: float = setting(
+        0.9, "cores to request: this quantile of the cores busy or waiting over the run",
+        min=0.5, max=1.0,
+    )
+    cpu_margin: float = setting(
+        1.1, "cores to request: the measured cores times this, rounded up", min=1.0, max=4.0
+    )
+    mem_margin: float = setting(
+        1.2, "memory to request: the peak memory times this", min=1.0, max=4.0
+    )
+    mem_step_bytes: int = setting(
+        1 << 30, "memory to request is rounded up to a multiple of this (bytes)",
+        min=1 << 20, max=1 << 40,
+    )
+    time_margin: float = setting(
+        1.25, "time limit to request: the longest completed run times this", min=1.0, max=10.0
+    )
+    time_step_s: float = setting(
+        900.0, "time limit to request is rounded up to a multiple of this (seconds)",
+        min=60, max=86400,
+    )
+    min_time_s: float = setting(
+        300.0, "the shortest time limit ever advised (seconds)", min=60, max=86400
+    )
+
+
+@dataclass(frozen=True)
 class EnergySettings:
     cpu_watts_per_core: float = setting(
         10.0, "estimated power of one busy core, in watts", min=0, max=1000
@@ -227,9 +257,15 @@ class LettersSettings:
         "", "directory of letter templates that override the shipped ones (same names)"
     )
     max_rows: int = setting(
-        15, "rows shown per table in a letter; the rest are counted", min=1, max=1000
+        5, "rows shown per table in a letter; the rest are counted", min=1, max=1000
     )
     charts: bool = setting(True, "draw charts of the worst jobs in letters")
+    show_rank: bool = setting(
+        True, "tell each user their rank among the period's users by resources left idle"
+    )
+    cores_per_node: int = setting(
+        64, "cores of a typical node, to say idle core-hours as idle nodes", min=1, max=100000
+    )
 
 
 @dataclass(frozen=True)
@@ -387,11 +423,51 @@ class DistributorSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The reporting web site (``turingwatch web``): it reads only what the server publishes."""
+
+    listen: str = setting("127.0.0.1:8741", "address and port the web site listens on")
+    threads: int = setting(8, "threads serving requests", min=1, max=256)
+    oidc_discovery_url: str = setting(
+        "", "the OpenID Connect provider's discovery document (.../.well-known/openid-configuration)"
+    )
+    client_id: str = setting("", "the site's OIDC client id")
+    client_secret_file: str = setting(
+        "", "file holding the OIDC client secret; empty: a public client (PKCE alone)",
+        secret="file",
+    )
+    oidc_scopes: str = setting("openid profile email", "scopes asked of the OIDC provider")
+    secret_key_file: str = setting(
+        "", "file holding the key that signs session cookies (required to serve)", secret="file"
+    )
+    username_claim: str = setting(
+        "preferred_username", "the ID token claim that holds the cluster user name"
+    )
+    username_strip_domain: bool = setting(
+        False, "keep the part before '@' of the user name claim (for upn or email)"
+    )
+    admin_users: list[str] = setting([], "cluster users who see everyone's pages")
+    admin_claim: str = setting("", "a claim listing groups or roles; empty: none")
+    admin_values: list[str] = setting([], "values of admin_claim that make a user an admin")
+    trusted_header: str = setting(
+        "", "take the user from this request header set by a proxy (e.g. X-Remote-User); empty: off"
+    )
+    trusted_proxies: list[str] = setting(
+        [], "addresses allowed to set trusted_header, besides loopback"
+    )
+    session_lifetime_s: float = setting(
+        28800.0, "how long a login lasts (seconds)", min=60, max=30 * 86400
+    )
+    page_size: int = setting(50, "jobs per page in job lists", min=5, max=1000)
+
+
+@dataclass(frozen=True)
 class Config:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
+    advice: AdviceSettings = field(default_factory=AdviceSettings)
     energy: EnergySettings = field(default_factory=EnergySettings)
     site: SiteSettings = field(default_factory=SiteSettings)
     letters: LettersSettings = field(default_factory=LettersSettings)
@@ -399,6 +475,7 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     distributor: DistributorSettings = field(default_factory=DistributorSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     # "section.key" -> "file <path>" | "file <path>, as <old.key>" | "env <NAME>"; absent: default
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     file: Path | None = field(default=None, compare=False)
