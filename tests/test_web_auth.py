@@ -145,3 +145,10 @@ def test_login_without_a_method_says_so(tmp_path: Path) -> None:
     assert session_client(tmp_path).get("/login").status_code == 404
     header_only = header_app(tmp_path).test_client().get("/login")
     assert header_only.status_code == 403 and b"did not" in header_only.data
+
+
+def test_logout_behind_a_login_proxy_says_where_to_log_out(tmp_path: Path) -> None:
+    client = with_pages(header_app(tmp_path)).test_client()
+    token = client.get("/token").data.decode()
+    got = client.post("/logout", data={"csrf_token": token}, headers={"X-Remote-User": "alice"})
+    assert got.status_code == 200 and b"Your login comes from the site&#39;s proxy" in got.data

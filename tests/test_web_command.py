@@ -86,6 +86,8 @@ def test_it_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
      "anyone who reaches that address could name any user"),
     ('secret_key_file = "{key}"\ntrusted_header = "X-Remote-User"\nlisten = "[::]:8741"',
      "anyone who reaches that address could name any user"),
+    ('secret_key_file = "{key}"\ntrusted_header = "X-Remote-User"\ntrusted_proxies = ["proxy.example"]',
+     "web.trusted_proxies: 'proxy.example' is not an address or network"),
     ('secret_key_file = "{open_key}"\ntrusted_header = "X-Remote-User"', "can be read by every user"),
     ('secret_key_file = "{key}"\nclient_id = "site"\nclient_secret_file = "{tmp}/missing"\n'
      'oidc_discovery_url = "https://idp.example/.well-known/openid-configuration"',

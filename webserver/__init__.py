@@ -74,6 +74,12 @@ def check_serving(config: Config) -> None:
             f"web.trusted_header ({web.trusted_header}) with web.listen = {web.listen!r}: anyone who "
             "reaches that address could name any user; listen on 127.0.0.1 behind the proxy, or "
             "name the proxy in web.trusted_proxies")
+    for entry in web.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ServingRefused(f"web.trusted_proxies: {entry!r} is not an address or network "
+                                 "(like 10.0.0.5 or 10.0.0.0/24)") from None
     published = expand_path(config.server.publish_dir)
     if not published.is_dir() or not os.access(published, os.R_OK | os.X_OK):
         raise ServingRefused(f"server.publish_dir: {published} is not a directory this user can read "

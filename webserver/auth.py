@@ -269,10 +269,16 @@ def logout() -> Any:
     from flask import render_template
 
     viewer = current_viewer()
+    by_header = bool(session_viewer(_config()) is None and viewer is not None)
     session.clear()
     g.viewer = None
     if viewer is not None:
         log.info("logout: %s", viewer.name)
+    if by_header:
+        # The proxy logs this browser in on every request; only the proxy can log it out.
+        return render_template("web/error.html.j2", code=200, title="Logged in by the site's proxy",
+                               message="Your login comes from the site's proxy: close the browser, "
+                                       "or log out where you logged in.", link=None, link_text=None)
     return render_template("web/error.html.j2", code=200, title="Logged out",
                            message="You are logged out.", link=url_for("auth.login"),
                            link_text="Log in again")
