@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.web_helpers import secret_file, web_config
+from tests.web_helpers import free_port, secret_file, web_config
 from webserver import check_serving, listens_on_loopback
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def config_file(tmp_path: Path, web: str, *, publish: Path | None = None) -> Path:

@@ -245,7 +245,7 @@ def login() -> Any:
     try:
         return oidc.begin(next_path)
     except LoginRefused as exc:
-        abort(exc.code, description=str(exc))
+        return _refused(exc)
 
 
 @bp.get("/auth/callback")
@@ -258,10 +258,20 @@ def callback() -> Any:
         viewer, next_path = oidc.finish(_config())
     except LoginRefused as exc:
         log.warning("login refused from %s: %s", peer_address(), exc)
-        abort(exc.code, description=str(exc))
+        return _refused(exc)
     log.info("login: %s%s from %s", viewer.name, " (admin)" if viewer.is_admin else "", peer_address())
     start_session(viewer)
     return redirect(next_path)
+
+
+def _refused(exc: LoginRefused) -> Any:
+    """A failed login as the error page, with the way to start again."""
+    from flask import render_template
+
+    text = str(exc)
+    message = text[:1].upper() + text[1:] + ("" if text.endswith((".", ")")) else ".")
+    return render_template("web/error.html.j2", code=exc.code, title="Login failed", message=message,
+                           link=url_for("auth.login"), link_text="Log in again"), exc.code
 
 
 @bp.post("/logout")
