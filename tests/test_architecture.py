@@ -28,7 +28,7 @@ MAY_IMPORT = {
     "site": {"shared", "site"},
     # The job's end judges it with the site's engine on a store of its own.
     "node": {"shared", "node", "site"},
-    "cli": {"shared", "node", "site", "cli"},
+    "cli": {"shared", "node", "site", "web", "cli"},  # `turingwatch web` serves the site
     # The web site reads what the server publishes; never the job watcher.
     "web": {"shared", "site", "web"},
 }
