@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.web_helpers import Provider, free_port, running_provider, secret_file
+from tests.oidc_helpers import Provider, free_port, running_provider
+from tests.web_helpers import secret_file
 
 pytestmark = [pytest.mark.browser, pytest.mark.oidc]
 

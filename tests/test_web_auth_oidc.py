@@ -24,7 +24,8 @@ import requests
 from flask.testing import FlaskClient
 from flask_wtf.csrf import generate_csrf
 
-from tests.web_helpers import Provider, free_port, running_provider, secret_file, web_config
+from tests.oidc_helpers import Provider, free_port, running_provider
+from tests.web_helpers import secret_file, web_config
 from webserver import create_app
 
 pytestmark = pytest.mark.oidc

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.web_helpers import free_port, secret_file, web_config
+from tests.oidc_helpers import free_port
+from tests.web_helpers import secret_file, web_config
 from webserver import check_serving, listens_on_loopback
 
 REPO = Path(__file__).resolve().parent.parent
