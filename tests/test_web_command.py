@@ -119,3 +119,16 @@ def test_an_unreadable_publish_dir_is_refused(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert got.returncode == 1
     assert "server.publish_dir" in got.stderr and "is not a directory this user can read" in got.stderr
+
+
+def test_the_wsgi_entry_is_the_checked_app(tmp_path: Path) -> None:
+    """`gunicorn webserver.wsgi:app` gets the app over $TURINGWATCH_CONFIG, checked the same way."""
+    probe = ("import webserver.wsgi as w; c = w.app.test_client(); "
+             "r = c.get('/api/v1/whoami', headers={'X-Remote-User': 'alice'}); print(r.status_code, r.json['name'])")
+    key = secret_file(tmp_path)
+    good = config_file(tmp_path, f'secret_key_file = "{key}"\ntrusted_header = "X-Remote-User"')
+    served = subprocess.run([sys.executable, "-c", probe], env=env_for(good), capture_output=True, text=True, timeout=60)
+    assert served.stdout.strip() == "200 alice", served.stderr
+    bad = config_file(tmp_path, f'secret_key_file = "{key}"')
+    refused = subprocess.run([sys.executable, "-c", probe], env=env_for(bad), capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "ServingRefused: no login method" in refused.stderr
