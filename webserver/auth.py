@@ -31,7 +31,19 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, abort, current_app, g, jsonify, redirect, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from werkzeug.wrappers import Response
 
 from watcher.config import Config
@@ -266,8 +278,6 @@ def callback() -> Any:
 
 def _refused(exc: LoginRefused) -> Any:
     """A failed login as the error page, with the way to start again."""
-    from flask import render_template
-
     text = str(exc)
     message = text[:1].upper() + text[1:] + ("" if text.endswith((".", ")")) else ".")
     return render_template("web/error.html.j2", code=exc.code, title="Login failed", message=message,
@@ -276,8 +286,6 @@ def _refused(exc: LoginRefused) -> Any:
 
 @bp.post("/logout")
 def logout() -> Any:
-    from flask import render_template
-
     viewer = current_viewer()
     by_header = bool(session_viewer(_config()) is None and viewer is not None)
     session.clear()
