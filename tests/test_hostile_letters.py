@@ -68,6 +68,8 @@ def config(tmp_path):
         "TURINGWATCH_SITE_JOB_URL": "{web_url}/jobs/{cluster}/{job_id}?u={user}",
         "TURINGWATCH_LETTERS_URL": "{web_url}/letters/{period}/{user}",
         "TURINGWATCH_LETTERS_SUBJECT": "{site}: {user}, your summary for {period}",
+        # Every job's row in the letter: each hostile name is shown somewhere.
+        "TURINGWATCH_LETTERS_MAX_ROWS": "1000",
     })
 
 

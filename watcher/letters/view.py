@@ -508,7 +508,7 @@ class _Builder:
             nodes = idle.nodes(letters.cores_per_node, span_h)
             node = f"{letters.cores_per_node}-core node"
             if nodes >= 1:
-                feel = f"as much as {number(round(nodes, 1))} idle {node}s for the whole {word}"
+                feel = f"as much as {nodes:,.1f} idle {node}s for the whole {word}"
             else:
                 feel = (f"as much as one {node} left idle for "
                         f"{duration(3600 * idle.core_hours / letters.cores_per_node)}")
