@@ -12,6 +12,7 @@ from watcher.analysis.periods import parse_period
 from watcher.analysis.rules import load_rules
 from watcher.config import load_config
 from watcher.letters import render_letter
+from watcher.letters.waste import standings
 from watcher.letters.bundle import (
     BundleError,
     bundle_path,
@@ -84,8 +85,11 @@ def test_letters_read_back_as_rendered(config, reports):
     assert bundle.period_id == "2026-W46"
     letters = list(bundle.letters())
     assert [letter.user for letter in letters] == ["alice", "bob", "carol"]
-    direct = render_letter(next(r for r in reports if r.user == "bob"), rules, config)
+    # The bundle's letter is the one render_letter makes, with the user's rank among them all.
+    direct = render_letter(next(r for r in reports if r.user == "bob"), rules, config,
+                           standings(reports)["bob"])
     assert letters[1] == direct
+    assert "Of the 3 users of this week, your jobs left the most core-hours idle." in " ".join(letters[1].text.split())
     assert [letter.user for letter in bundle.letters(["carol"])] == ["carol"]
 
 

@@ -524,8 +524,9 @@ class _Builder:
             return None
         if standing.idle_core_hours < 0.05:
             return None
+        place = "the" if standing.rank == 1 else f"the {ordinal(standing.rank)}"
         return (f"Of the {number(standing.users)} users of this {period_word(self.report.period)}, "
-                f"your jobs left the {ordinal(standing.rank)} most core-hours idle.")
+                f"your jobs left {place} most core-hours idle.")
 
     def build(self) -> LetterView:
         report, site, letters = self.report, self.config.site, self.config.letters
