@@ -12,7 +12,6 @@ from watcher.analysis.periods import parse_period
 from watcher.analysis.rules import load_rules
 from watcher.config import load_config
 from watcher.letters import render_letter
-from watcher.letters.waste import standings
 from watcher.letters.bundle import (
     BundleError,
     bundle_path,
@@ -21,6 +20,7 @@ from watcher.letters.bundle import (
     write_bundle,
 )
 from watcher.letters.sample import sample_report
+from watcher.letters.waste import standings
 
 PERIOD = parse_period("2026-W46", "week", "UTC")
 
