@@ -174,12 +174,12 @@ def sample_report(user: str = "alice", jobs: int = 24, seed: int = 47,
     resources = [{**j, "job_id": j["job_id_display"], "step": None, "node": "node07",
                   "cores": j["ncpus"], "max_busy_cores": round(j["mean_busy_cores"] * 1.3, 2),
                   "problems": problems([j], "resources")} for j in all_jobs]
-    gpus = [{**j, "job_id": j["job_id_display"], "node": "node07", "gpu_index": 0,
+    gpus = [{**j, "job_id": j["job_id_display"], "node": "node07", "gpu_index": index,
              "gpu_name": "NVIDIA A100-SXM4-40GB", "avg_util_pct": j["gpu_avg_util_pct"],
              "idle_fraction": round(1 - j["gpu_avg_util_pct"] / 100, 4) / 2,
              "low_fraction": 0.1, "longest_idle_fraction": 0.2, "avg_sm_clock_mhz": 1410,
              "avg_power_w": 95.5, "problems": problems([j], "gpu")}
-            for j in all_jobs if j["gpus"]]
+            for j in all_jobs for index in range(j["gpus"] or 0)]   # one row per GPU
     system = [{**j, "job_id": j["job_id_display"], "step": "batch", "node": "node07",
                "sys_samples": 40, "sys_10_33": 12, "sys_33_67": 20, "sys_67_100": 8,
                "sys_over_100": 0.0, "sys_score": 76.0, "system_share": 0.41,

@@ -31,19 +31,20 @@ PROBLEM_COLUMNS = ("problems", "findings", "rules")
 # The columns a letter shows, per (section, table kind); the report's other columns stay in the
 # bundle and on the web site.
 SHOWN: dict[tuple[str, str], tuple[str, ...]] = {
+    # Who, what it cost, why: on a phone the first columns are what shows without scrolling.
     ("resources", "latest_concerning"): (
-        "job_id", "job_name", "end", "cores", "cpu_efficiency", "memory_fraction",
-        "idle_core_hours", "problems"),
+        "job_id", "job_name", "idle_core_hours", "problems", "end", "cores", "cpu_efficiency",
+        "memory_fraction"),
     ("resources", "history"): (
-        "job_name", "jobs", "last_job_id", "core_hours", "cpu_efficiency", "max_memory_fraction",
-        "idle_core_hours", "problems"),
+        "job_name", "idle_core_hours", "problems", "jobs", "last_job_id", "core_hours",
+        "cpu_efficiency", "max_memory_fraction"),
     ("gpu", "latest_concerning"): (
-        "job_id", "job_name", "gpus_used", "gpu_util_pct", "idle_gpu_hours", "problems"),
+        "job_id", "job_name", "idle_gpu_hours", "problems", "gpus_used", "gpu_util_pct"),
     ("gpu", "history"): (
-        "job_name", "jobs", "last_job_id", "gpu_hours", "gpu_avg_util_pct", "idle_gpu_hours",
-        "problems"),
+        "job_name", "idle_gpu_hours", "problems", "jobs", "last_job_id", "gpu_hours",
+        "gpu_avg_util_pct"),
     ("system", "latest_concerning"): ("job_id", "step", "job_name", "system_share", "problems"),
-    ("system", "history"): ("job_name", "jobs", "last_job_id", "problems"),
+    ("system", "history"): ("job_name", "problems", "jobs", "last_job_id"),
     ("ended", "ended_badly"): (
         "job_id", "job_name", "end", "elapsed_s", "time_limit_fraction", "memory_fraction"),
 }
@@ -142,8 +143,13 @@ def gpu_rows(concerning: Table, every: Table, jobs: JobRows) -> list[Row]:
         util = job.get("gpu_avg_util_pct")
         if util is None and utils:
             util = sum(utils) / len(utils)
-        used = (f"{never} of {allocated} never used" if never
-                else f"{allocated} GPU" + ("s" if allocated != 1 else ""))
+        gpus_word = f"{allocated} GPU" + ("s" if allocated != 1 else "")
+        if never and never >= allocated:
+            used = "never used" if allocated == 1 else f"none of {allocated} used"
+        elif never:
+            used = f"{never} of {allocated} never used"
+        else:
+            used = gpus_word
         row: Row = {"job_id": members[0].get("job_id"), "job_name": members[0].get("job_name"),
                     "gpus_used": used, "gpu_util_pct": util,
                     "idle_gpu_hours": waste.idle_gpu_hours(job) if job else None}
