@@ -230,8 +230,15 @@ def fine_report(user: str = "carol", jobs: int = 12, seed: int = 47,
     """A report of a user whose jobs were all fine: no finding, every job COMPLETED."""
     report = sample_report(user, jobs, seed, period)
     report.findings.clear()
-    for job in report.jobs:
-        job.update(state="COMPLETED", exit_code=0, exit_signal=None)
+    for job in report.jobs:   # busy as they asked: what a letter with nothing to change says
+        cores = job["ncpus"]
+        job.update(state="COMPLETED", exit_code=0, exit_signal=None, cpu_efficiency=0.92,
+                   mean_busy_cores=round(0.92 * cores, 2),
+                   busy_core_hours=round(0.92 * job["core_hours"], 3),
+                   cpu_s=round(0.92 * cores * job["elapsed_s"], 1),
+                   gpu_avg_util_pct=88.0 if job["gpus"] else None)
+    report.totals.update(busy_core_hours=round(0.92 * report.totals["core_hours"], 3),
+                         cpu_efficiency=0.92)
     for section in report.sections:
         section.latest_concerning.rows.clear()
         for table in (section.all_latest, section.history):
