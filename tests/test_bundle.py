@@ -20,6 +20,7 @@ from watcher.letters.bundle import (
     write_bundle,
 )
 from watcher.letters.sample import sample_report
+from watcher.letters.waste import standings
 
 PERIOD = parse_period("2026-W46", "week", "UTC")
 
@@ -84,8 +85,11 @@ def test_letters_read_back_as_rendered(config, reports):
     assert bundle.period_id == "2026-W46"
     letters = list(bundle.letters())
     assert [letter.user for letter in letters] == ["alice", "bob", "carol"]
-    direct = render_letter(next(r for r in reports if r.user == "bob"), rules, config)
+    # The bundle's letter is the one render_letter makes, with the user's rank among them all.
+    direct = render_letter(next(r for r in reports if r.user == "bob"), rules, config,
+                           standings(reports)["bob"])
     assert letters[1] == direct
+    assert "Of the 3 users of this week, your jobs left the most core-hours idle." in " ".join(letters[1].text.split())
     assert [letter.user for letter in bundle.letters(["carol"])] == ["carol"]
 
 

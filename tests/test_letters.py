@@ -196,7 +196,7 @@ def test_a_bad_subject_template_names_the_setting(rules):
 def test_every_internal_link_has_its_anchor(letter):
     links = parse(letter.html)
     internal = [h[1:] for h in links.hrefs if h.startswith("#")]
-    assert {"toc", "tldr", "how-to-read", "news", "footer"} <= set(internal)
+    assert "top" in internal and any(h.startswith("problem-") for h in internal)
     missing = sorted(set(internal) - links.anchors)
     assert missing == []
 
@@ -219,12 +219,14 @@ def test_explanations_carry_cause_impact_and_solution(letter, rules):
         assert " ".join(part.replace("`", "").split()) in text
 
 
-def test_styles_are_inlined_and_layout_is_tables_only(letter):
-    assert 'class="badge badge-serious" style="' in letter.html
-    body = letter.html.split("<body", 1)[1]
+def test_styles_are_classes_in_one_style_block_and_layout_is_tables_only(letter):
+    head, body = letter.html.split("<body", 1)
+    assert head.count("<style>") == 1 and "<style" not in body
+    assert "@media (prefers-color-scheme: dark)" in head and ".badge-serious {" in head
+    assert 'class="badge badge-serious"' in body
+    # Only the few styles that must survive a client that drops <style> are inline.
+    assert body.count(' style="') <= 10 + body.count('class="bad"')
     assert "display: flex" not in letter.html and "display: grid" not in letter.html
-    assert "<style" not in body  # only the @media rules stay, in the head
-    assert "@media (prefers-color-scheme: dark)" in letter.html
     assert letter.html.index('<meta charset="utf-8">') < 100
 
 
@@ -251,8 +253,9 @@ def test_links_to_the_web_site_and_feedback(letter):
 
 def test_text_part_says_the_same(letter):
     text = letter.text
-    assert "IN SHORT: WHAT TO CHANGE FIRST" in text
+    assert "IN SHORT\n========" in text
     assert "1. [Serious] CPU underuse in" in text
+    assert max(len(line) for line in text.splitlines()) <= 78
     assert "NEWS FROM THE TURING CLUSTER TEAM" in text
     assert "Analysis ID: 2026-W47:alice" in text
     assert "<td" not in text and "&lt;" not in text and "&amp;" not in text
@@ -393,3 +396,113 @@ def test_all_jobs_table_is_left_out_when_it_repeats_the_problem_table(config, ru
     view = build_view(report, rules, config, charts=[])
     kinds = [t.kind for t in next(s for s in view.sections if s.id == "resources").tables]
     assert kinds == ["latest_concerning", "history"]
+
+
+# -- waste, order, end states, GPUs per job (issue 12) -----------------------------------------
+
+
+def test_waste_is_idle_core_hours_and_idle_gpu_hours():
+    from watcher.letters.waste import idle_core_hours, idle_gpu_hours, standings
+
+    job = {"elapsed_s": 7200, "ncpus": 8, "cpu_s": 3600 * 4, "gpus": 4, "gpu_avg_util_pct": 25.0}
+    assert idle_core_hours(job) == 12.0            # 2 h × 8 cores − 4 core-hours busy
+    assert idle_gpu_hours(job) == 6.0              # 2 h × 4 GPUs × 75 % idle
+    assert idle_core_hours({**job, "cpu_s": 10**9}) == 0.0   # never below 0
+    a, b = sample_report("alice", jobs=4), sample_report("bob", jobs=12)
+    ranks = standings([a, b])
+    assert sorted(s.rank for s in ranks.values()) == [1, 2] and ranks["bob"].users == 2
+
+
+def test_gpu_rows_are_grouped_per_job(config, rules):
+    report = sample_report("gina", jobs=2)
+    job = report.jobs[0]
+    job.update(gpus=4, gpu_avg_util_pct=20.0, elapsed_s=3600)
+    gpu = next(s for s in report.sections if s.id == "gpu")
+    rows = [{"job_id": job["job_id_display"], "job_name": "train", "gpu_index": i,
+             "avg_util_pct": 80.0 if i == 0 else 0.0,
+             "problems": ["gpu_never_used"] if i else []} for i in range(4)]
+    gpu.all_latest.rows[:] = rows
+    gpu.latest_concerning.rows[:] = rows[1:]
+    view = build_view(report, rules, config, charts=[])
+    table = table_of(view, "gpu", "latest_concerning")
+    assert len(table.rows) == 1
+    texts = [cell.text for cell in table.rows[0]]
+    assert "3 of 4 never used" in texts and "3.2" in texts   # 1 h × 4 GPUs × 80 % idle
+    assert [c.heading for c in table.columns][:3] == ["Job ID", "Name", "Idle GPU-hours"]
+
+
+def test_rows_are_worst_first_by_waste_with_a_waste_column(config, rules):
+    view = build_view(sample_report("alice", jobs=30), rules, config, charts=[])
+    for kind in ("latest_concerning", "history"):
+        table = table_of(view, "resources", kind)
+        at = [c.id for c in table.columns].index("idle_core_hours")
+        idle = [float(row[at].text.replace(",", "")) for row in table.rows]
+        assert idle == sorted(idle, reverse=True) and len(idle) == config.letters.max_rows
+        assert table.hidden_rows and "--sort waste" in table.more_command
+    headings = {c.heading for s in view.sections for t in s.tables for c in t.columns}
+    assert "Score" not in headings and not any("tilisation" in h for h in headings)
+
+
+def test_bad_endings_come_first_and_red(config, rules):
+    report = sample_report("alice", jobs=6)
+    states = [("COMPLETED", 0, None), ("FAILED", 2, None), ("TIMEOUT", 0, None),
+              ("FAILED", 0, 11), ("OUT_OF_MEMORY", 0, None), ("COMPLETED", 0, None)]
+    for job, (state, code, sig) in zip(report.jobs, states, strict=True):
+        job.update(state=state, exit_code=code, exit_signal=sig)
+    view = build_view(report, rules, config, charts=[])
+    ended = [row[2].text for row in view.ended.rows]
+    assert ended[:2] == ["OUT_OF_MEMORY", "TIMEOUT"]
+    assert set(ended[2:]) == {"FAILED, exit code 2", "FAILED, killed by SIGSEGV"}
+    assert all(row[2].bad for row in view.ended.rows)
+    assert view.ended_summary == "2 FAILED, 1 OUT_OF_MEMORY, 1 TIMEOUT"
+    html = render_letter(report, rules, config).html
+    tldr = html[html.index('id="tldr"'):html.index('id="ended"')]
+    assert '<p class="bad" style="color:#c62828"><strong>4 jobs did not end well:' in tldr
+
+
+def test_a_family_row_never_names_two_contradicting_rules(config, rules):
+    report = sample_report("alice", jobs=6)
+    history = report.sections[0].history
+    history.rows[0]["problems"] = ["memory_oversubscription", "memory_underuse"]
+    view = build_view(report, rules, config, charts=[])
+    shown = [{b.rule_id for cell in row for b in cell.badges}
+             for row in table_of(view, "resources", "history").rows]
+    assert not any({"memory_underuse", "memory_oversubscription"} <= ids for ids in shown)
+    assert any("memory_oversubscription" in ids for ids in shown)
+
+
+def test_the_tldr_gives_the_requests_the_waste_as_nodes_and_the_rank(config, rules):
+    from watcher.letters.waste import Standing
+
+    letter = render_letter(sample_report("alice"), rules, config, Standing(3, 120, 6239.0))
+    said = " ".join(letter.text.split())
+    assert "Request: --cpus-per-task=" in said and "Request: --mem=" in said
+    assert "core-hours reserved but idle: as much as" in said and "64-core node" in said
+    assert "Of the 120 users of this week, your jobs left the 3rd most core-hours idle." in said
+    no_rank = dataclasses.replace(config, letters=dataclasses.replace(config.letters,
+                                                                      show_rank=False))
+    assert "users of this week" not in render_letter(
+        sample_report("alice"), rules, no_rank, Standing(3, 120, 6239.0)).text
+
+
+def test_a_fine_user_gets_a_short_letter(config, rules):
+    from watcher.letters.sample import fine_report
+
+    letter = render_letter(fine_report("carol", jobs=13), rules, config)
+    assert letter.problems == 0 and not letter.images
+    said = " ".join(letter.text.split())
+    assert "All 13 of your jobs in this period used what they asked for." in said
+    assert "something to improve" not in letter.text + letter.html
+    assert len(letter.html) < 15_000 and len(letter.text.splitlines()) < 30
+    assert "hpc-support@example.org" in letter.html.rsplit('class="footer"', 1)[1]
+
+
+def test_text_tables_cut_cells_instead_of_wrapping():
+    from watcher.letters.plaintext import table
+
+    lines = table(["Job ID", "Name", "Idle core-hours"],
+                  [["12345", "x" * 120, "1,891"], ["12346", "short", "2.0"]],
+                  [False, False, True], notes=["CPU underuse, " * 12, None]).splitlines()
+    assert max(len(line) for line in lines) <= 78
+    assert lines[3].startswith("12345  xxx") and "…" in lines[3] and lines[3].endswith("1,891")
+    assert lines[4].startswith("    CPU underuse")      # the problems under their row

@@ -142,8 +142,8 @@ def test_letters_arrive_whole(sink, tmp_path):
     assert msg["List-Unsubscribe"] == "<mailto:help@hpc.example?subject=unsubscribe>"
     text = msg.get_body(("plain",)).get_content()
     html = msg.get_body(("html",)).get_content()
-    assert "IN SHORT: WHAT TO CHANGE FIRST" in text and "Analysis ID: 2026-W46:alice" in text
-    assert "In short: what to change first" in html
+    assert "IN SHORT\r\n========" in text and "Analysis ID: 2026-W46:alice" in text
+    assert "What to change first:" in html and "<style>" in html.split("<body")[0]
     cids = {part["Content-ID"].strip("<>"): part for part in msg.walk()
             if part.get_content_maintype() == "image"}
     referenced = set(re.findall(r'src="cid:([^"]+)"', html))

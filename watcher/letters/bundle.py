@@ -54,6 +54,7 @@ from watcher.config import Config, expand_path
 from watcher.files import atomic_open
 from watcher.letters.render import RenderedLetter, render_letter
 from watcher.letters.view import LetterError, user_id
+from watcher.letters.waste import standings
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,7 @@ def write_bundle(
     }
     say = progress or (lambda _msg: None)
     skipped: dict[str, str] = {}
+    ranks = standings(ordered)   # each letter may say where its user stands among them all
     first_error: Exception | None = None
     try:
         with atomic_open(target) as out, tarfile.open(
@@ -183,7 +185,8 @@ def write_bundle(
                 try:
                     # Everything of one user is made before any of it is added: a letter
                     # that fails leaves no half folder behind.
-                    files = _user_files(report, render_letter(report, rules, config))
+                    files = _user_files(report, render_letter(report, rules, config,
+                                                                ranks.get(report.user)))
                 except Exception as exc:  # one user's letter never stops the others'
                     first_error = first_error or exc
                     skipped[report.user] = f"{type(exc).__name__}: {exc}"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from watcher.analysis.model import SEVERITY_ORDER, Finding, RuleInfo, UserReport
+from watcher.letters import waste
 from watcher.units import duration, number, percent, plural, size
 
 Job = Mapping[str, Any]
@@ -67,6 +68,9 @@ class Advice:
     first_step: str          # the first sentence of the rule's solution
     anchor: str              # where the full explanation is in the letter
     used_share: float        # used / reserved behind the evidence; 1.0 when there is none
+    sentence: str | None = None   # metrics["advice"] of the finding that costs most
+    request: str | None = None    # the sbatch options that would have fitted it
+    scope: str | None = None      # "job" or "family"
 
 
 def problem_anchor(rule_id: str) -> str:
@@ -123,6 +127,30 @@ def evidence(rule: RuleInfo, findings: Sequence[Finding], jobs: JobIndex
     return said if said else (None, 1.0)
 
 
+def _job_waste(finding: Finding, jobs: JobIndex, rule: RuleInfo) -> float:
+    """What the finding's job left idle, in the unit of the rule's resource."""
+    job = jobs.by_key.get(finding.metrics.get("job_key")) or jobs.by_id.get(
+        (finding.cluster, finding.job_id)) or {}
+    if rule.resource == "gpu":
+        return waste.idle_gpu_hours(job) or 0.0
+    return waste.idle_core_hours(job) or 0.0
+
+
+def costliest_advice(rule: RuleInfo, findings: Sequence[Finding], jobs: JobIndex
+                     ) -> dict[str, Any] | None:
+    """The analysis engine's ``metrics["advice"]`` of the finding whose job wasted most: the
+    sentence and request the letter shows for the rule (None when no finding has one)."""
+    best: tuple[float, dict[str, Any]] | None = None
+    for finding in findings:
+        said = finding.metrics.get("advice")
+        if not isinstance(said, dict) or not said.get("sentence"):
+            continue
+        cost = _job_waste(finding, jobs, rule)
+        if best is None or cost > best[0]:
+            best = (cost, said)
+    return best[1] if best else None
+
+
 def fallback_rule(rule_id: str, severity: str) -> RuleInfo:
     """For a finding whose rule the rule set does not describe (renamed, or from a plug-in)."""
     return RuleInfo(
@@ -133,7 +161,7 @@ def fallback_rule(rule_id: str, severity: str) -> RuleInfo:
 
 
 def pick_advice(
-    report: UserReport, rules: Mapping[str, RuleInfo], limit: int = 3
+    report: UserReport, rules: Mapping[str, RuleInfo], limit: int | None = 3
 ) -> list[Advice]:
     """The ``limit`` most important problems: most severe, then most jobs, then most waste.
 
@@ -151,8 +179,11 @@ def pick_advice(
         rule = rules.get(rule_id) or fallback_rule(rule_id, found[0].severity)
         jobs = {(f.cluster, f.job_id) for f in found if f.job_id is not None}
         said, share = evidence(rule, found, index)
+        engine = costliest_advice(rule, found, index) or {}
+        request = engine.get("request")
         advice.append(Advice(rule, len(jobs) or len(found), said, first_sentence(rule.solution),
-                             problem_anchor(rule_id), share))
+                             problem_anchor(rule_id), share, engine.get("sentence"),
+                             str(request) if request else None, engine.get("scope")))
     advice.sort(key=lambda a: (
         SEVERITY_ORDER.get(a.rule.severity, 9), -a.jobs, a.used_share, a.rule.id
     ))
@@ -175,7 +206,9 @@ def headline(report: UserReport) -> list[str]:
         sentences = [f"You ran {plural(count, 'job')} in this period; checks found something "
                      f"to improve in {flagged:,} of them."]
     else:
-        sentences = [f"You ran {plural(count, 'job')} in this period."]
+        every = "Your job" if count == 1 else f"All {count:,} of your jobs"
+        sentences = [f"{every} in this period used what {'it' if count == 1 else 'they'} "
+                     "asked for."]
     for usage in (CORES, GPUS):
         said = measure(report.jobs, usage)
         if said:
