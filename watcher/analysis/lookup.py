@@ -296,3 +296,32 @@ def list_jobs(source: Source, wanted: JobFilter) -> list[dict[str, Any]]:
         ended = end_state(row["state"], row["exit_code"], row["exit_signal"])
         row["end"] = {"text": ended.text, "bad": ended.bad, "running": ended.running}
     return rows
+
+
+# -- a period's users, ranked -------------------------------------------------------------------
+
+
+def rank_users(reports: list[Any]) -> list[dict[str, Any]]:
+    """One row per user of a period's reports, most waste (idle core-hours plus idle GPU-hours)
+    first: what ``analyze``'s text form shows instead of every finding's numbers."""
+    from watcher.analysis.model import SEVERITY_ORDER
+
+    rows = []
+    for report in reports:
+        totals = report.totals
+        idle_cores = max((totals.get("core_hours") or 0) - (totals.get("busy_core_hours") or 0), 0)
+        idle_gpus = sum(
+            (job.get("gpu_hours") or 0) * max(1 - job["gpu_avg_util_pct"] / 100, 0)
+            for job in report.jobs if job.get("gpu_avg_util_pct") is not None
+        )
+        counts = {s: 0 for s in SEVERITY_ORDER}
+        for finding in report.findings:
+            counts[finding.severity] = counts.get(finding.severity, 0) + 1
+        rows.append({
+            "user": report.user, "jobs": totals.get("jobs", len(report.jobs)),
+            "core_hours": totals.get("core_hours") or 0, "idle_core_hours": idle_cores,
+            "idle_gpu_hours": idle_gpus, "findings": counts,
+        })
+    rows.sort(key=lambda r: (-(r["idle_core_hours"] + r["idle_gpu_hours"]),
+                             -r["findings"]["serious"], r["user"]))
+    return rows

@@ -45,8 +45,9 @@ def job(app: AppContext, job_id: str, fmt: str, no_judge: bool, store_path: str 
     if fmt == "json":
         click.echo(json.dumps(report, indent=2, default=str))
         return
-    for line in text_lines(report, colour=use_colour(colour)):
-        click.echo(line)
+    on = use_colour(colour)
+    for line in text_lines(report, colour=on):
+        click.echo(line, color=on)  # click strips colour off a pipe unless told
 
 
 def _wrapped(text: str) -> list[str]:

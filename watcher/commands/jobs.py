@@ -128,8 +128,9 @@ def jobs(app: AppContext, since: datetime | None, until: datetime | None, states
         writer.writerows([[_csv(row[k]) for k in FIELDS] for row in rows])
         click.echo(out.getvalue(), nl=False)
     else:
-        for line in text_lines(rows, colour=use_colour(colour), with_user=who is None):
-            click.echo(line)
+        on = use_colour(colour)
+        for line in text_lines(rows, colour=on, with_user=who is None):
+            click.echo(line, color=on)  # click strips colour off a pipe unless told
 
 
 def _plain(value: Any) -> Any:
