@@ -13,6 +13,7 @@ import click
 from watcher import logsetup
 from watcher.cli import AppContext, pass_app, whose_jobs
 from watcher.errors import TuringwatchError
+from watcher.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,15 @@ def analyze(
     started = time.monotonic()
     if verbose:
         logsetup.at_least(logging.INFO)
+    # On a terminal the steps move one bar; elsewhere (and with -v) they are INFO lines.
+    bar = ProgressBar(f"analyze {period.id}")
 
     def progress(step: str) -> None:
-        log.info("[%6.1f s] %s", time.monotonic() - started, step)
+        bar.say(step)
+        if verbose or not bar.shown:
+            log.info("[%6.1f s] %s", time.monotonic() - started, step)
 
-    with _open_store(config, published, progress) as store:
+    with bar, _open_store(config, published, progress) as store:
         reports = analyze_period(store, config, period, user=who, progress=progress)
 
     findings = [f for report in reports for f in report.findings]
@@ -93,8 +98,15 @@ def analyze(
     if write_bundle is not None:
         from watcher.letters.bundle import SkippedLetters
 
+        letters = ProgressBar(f"letters {period.id}", total=len(reports))
+
+        def letter_done(number: int, _total: int) -> None:
+            letters.update(number)
+
         try:
-            path = write_bundle(config, period, reports, progress=progress)
+            with letters:
+                path = write_bundle(config, period, reports, progress=progress if (
+                    verbose or not letters.shown) else None, on_letter=letter_done)
         except SkippedLetters as exc:  # written, without the letters that could not be built
             raise click.ClickException(str(exc)) from exc
         except (TuringwatchError, OSError) as exc:  # the findings are printed and stored already
