@@ -174,8 +174,9 @@ def _cell(key: str, row: dict[str, Any]) -> tuple[str, str | None]:
     if key == "name":
         return row["job_name"] or "", None
     if key == "state":
-        end = row["end"]
-        return end["text"], "red" if end["bad"] else "cyan" if end["running"] else "green"
+        end = row["end"]  # jobstate's phrase, made short for a column: "FAILED, SIGSEGV"
+        text = end["text"].replace("exit code", "exit").replace("killed by ", "")
+        return text, "red" if end["bad"] else "cyan" if end["running"] else "green"
     if key == "elapsed":
         return units.clock(row["elapsed_s"], missing="-"), None
     if key == "idle":
