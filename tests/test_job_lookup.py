@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -27,11 +28,11 @@ from watcher.store import Store
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, dict[str, int]]:
     """A store with a sampled GPU job, an accounting-only failure, a killed job, an array task
     and bob's job; returns its path and the jobs' raw ids by name."""
-    path = tmp_path / "site.duckdb"
+    path = tmp_path_factory.mktemp("site") / "site.duckdb"
     with Store(path) as store:
         c = Cluster(store)
         ids = {}
@@ -57,6 +58,14 @@ def site(tmp_path: Path) -> tuple[Path, dict[str, int]]:
         store.execute("INSERT INTO accounting_imports (cluster, window_start, window_end, jobs,"
                       " steps) VALUES ('c', ?, ?, 5, 10)", [T0 - timedelta(days=1), T0 + timedelta(days=1)])
     return path, ids
+
+
+@pytest.fixture
+def site(built, tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    """A copy of the built store of this test's own (a test may analyse it)."""
+    path = tmp_path / "site.duckdb"
+    shutil.copyfile(built[0], path)
+    return path, built[1]
 
 
 def run(path: Path, *args: str, env: dict[str, str] | None = None):
