@@ -316,3 +316,21 @@ def test_analyze_ranks_users_by_waste(tmp_path):
                                 "medium", "info"]
     assert lines[4].split()[0] == "u24" and lines[-1] == "… 5 more (--format json for all)"
     assert len(lines) == 4 + 1 + 20
+
+
+def test_judging_one_job_alone_finds_what_the_whole_store_does(site):
+    """judge_alone copies one job's rows into a private store: the same findings, much sooner."""
+    from watcher.analysis.engine import analyze_job
+    from watcher.analysis.lookup import find_job, judge_alone, open_source
+
+    path, ids = site
+    config = load_config(None, environ={})
+    source = open_source(config, path)
+    with source.store:
+        for job_id in ids.values():
+            job = find_job(source, str(job_id))
+            whole = analyze_job(source.store, config, job_id, "c")
+            alone = judge_alone(source.store, config, job)
+            assert sorted((f.rule, f.step, f.node, f.gpu, f.severity) for f in alone) == sorted(
+                (f.rule, f.step, f.node, f.gpu, f.severity) for f in whole)
+        assert any(analyze_job(source.store, config, j, "c") for j in ids.values())
