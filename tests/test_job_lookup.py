@@ -9,8 +9,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +28,7 @@ from watcher.cli import cli
 from watcher.config import load_config
 from watcher.store import Store
 
+REPO = Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -136,10 +140,46 @@ def test_a_signal_by_name_and_red_on_a_terminal(site):
     assert re.search(rf"^{ids['killed']} .* FAILED, SIGSEGV ", listed, re.M)
 
 
-def test_an_array_task_by_its_slurm_id(site):
+def test_an_array_task_and_a_het_component_by_their_slurm_ids(site):
     path, ids = site
     report = json.loads(run(path, "job", "77_5", "--format", "json").output)
     assert report["job_id"] == "77_5" and report["job_id_raw"] == ids["array"]
+    with Store(path) as store:
+        store.execute("UPDATE jobs SET job_id_display = '88+1', het_job_id = 88,"
+                      " het_job_offset = 1 WHERE job_id = ?", [ids["killed"]])
+    report = json.loads(run(path, "job", "88+1", "--format", "json").output)
+    assert report["job_id"] == "88+1" and report["signal"] == "SIGSEGV"
+    assert json.loads(run(path, "job", str(ids["killed"]), "--format", "json").output)[
+        "job_id"] == "88+1"  # the raw id finds it too
+
+
+def test_the_published_snapshot_while_the_server_holds_the_store(site, tmp_path):
+    """DuckDB lets no other process open a store a writer holds: read the publication then."""
+    from watcher.store.publish import publish
+
+    path, ids = site
+    with Store(path) as store:
+        publish(store, tmp_path / "pub")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom watcher.store import Store\n"
+         f"s = Store({str(path)!r})\nprint('holding', flush=True)\ntime.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        config = tmp_path / "tw.toml"
+        config.write_text(f'[store]\npath = "{path}"\n[server]\npublish_dir = "{tmp_path / "pub"}"\n')
+        done = CliRunner().invoke(cli, ["--config", str(config), "job", str(ids["failed"]),
+                                        "--format", "json"])
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.output)["source"].startswith(f"published snapshot {tmp_path / 'pub'}")
+        # no publication either: both reasons in one message
+        config.write_text(f'[store]\npath = "{path}"\n[server]\npublish_dir = "{tmp_path / "none"}"\n')
+        done = CliRunner().invoke(cli, ["--config", str(config), "jobs"])
+        assert done.exit_code == 1
+        assert "in use by another process" in done.output and "holds no publication" in done.output
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_job_not_in_the_store_says_how_far_the_import_went(site):

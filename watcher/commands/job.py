@@ -145,7 +145,9 @@ def text_lines(r: dict[str, Any], *, colour: bool) -> list[str]:
         return lines
     lines.append(f"Findings ({how}):")
     for f in findings:
-        where = "".join(f" {k} {f[k]}" for k in ("step", "node", "gpu") if f[k] is not None)
+        gpu = f["metrics"].get("gpu_index", f["gpu"])  # the index NVML and nvidia-smi show
+        where = "".join(f" {k} {v}" for k, v in (("step", f["step"]), ("node", f["node"]),
+                                                 ("GPU", gpu)) if v is not None)
         lines.append("  " + paint(f"[{f['severity']}]", _SEVERITY_COLOUR.get(f["severity"]), colour)
                      + f" {f['title']}{where}")
         if f["sentence"]:
