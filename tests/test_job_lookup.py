@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -220,6 +221,14 @@ def test_another_users_job_is_refused_to_a_non_admin(site, as_alice):
     assert done.exit_code == 1
     assert f"job {ids['bob']} is bob's" in done.output
     assert run(path, "job", str(ids["gpu"])).exit_code == 0  # her own
+
+
+def test_the_asker_is_the_real_uid_not_the_environment(monkeypatch):
+    from watcher.analysis.lookup import viewer
+
+    monkeypatch.setenv("USER", "bob")
+    monkeypatch.setenv("LOGNAME", "bob")
+    assert viewer() == pwd.getpwuid(os.getuid()).pw_name != "bob"
 
 
 def test_admins_by_config_may_look(site, as_alice, tmp_path):

@@ -13,10 +13,10 @@ the samples; idle core-hours and GPU-hours as every reader of the project says t
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import os
+import pwd
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -87,10 +87,11 @@ def open_source(config: Config, store_path: str | Path | None = None,
 
 
 def viewer() -> str:
-    """The asking user's login (root's is 'root')."""
+    """The asking user's login, from the password database by real uid: not $USER or $LOGNAME
+    (getpass reads those first), which anyone can set to another user's name."""
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid with no entry (a container): it can only match a job by number
         return str(os.getuid())
 
 
