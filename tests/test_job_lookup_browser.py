@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -131,25 +132,46 @@ def test_jobs_in_a_terminal_screenshot(mixed_store, tmp_path):
     assert max(len(line) for line in plain.splitlines()) <= 100
     assert "FAILED, SIGSEGV" in plain and "OUT_OF_MEMORY" in plain and "RUNNING" in plain
     assert re.search(r"train-res… +COMPLETED .* 51% +\S+$", plain, re.M)  # GPUs at 85/80/35/5 %
+    with screenshot(playwright, shown, tmp_path / "lookup-jobs-terminal.png") as page:
+        red = page.locator("span", has_text="FAILED, exit 3")
+        assert red.count() == 1
+        assert red.evaluate("e => getComputedStyle(e).color") == "rgb(255, 107, 107)"
+
+
+def test_one_job_in_a_terminal_screenshot(mixed_store, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    shown = run_in_a_terminal("job", "1000", "--store", str(mixed_store), env={})
+    plain = SGR.sub("", shown)
+    assert "4 GPU(s), 51% mean utilization" in plain and "Findings (judged now" in plain
+    assert "GPU samples only" in plain and "accounting only" not in plain
+    assert max(len(line) for line in plain.splitlines()) <= 100
+    with screenshot(playwright, shown, tmp_path / "lookup-job-terminal.png") as page:
+        state = page.locator("span", has_text="COMPLETED")
+        assert state.evaluate("e => getComputedStyle(e).color") == "rgb(138, 226, 52)"  # green
+
+
+@contextmanager
+def screenshot(playwright, shown: str, shot: Path):
+    """The terminal text as a dark page in Chromium at 1000 px; the screenshot is taken after
+    the caller's checks on the page, then copied to /work/screens."""
     page_html = (
         "<!doctype html><html><head><meta charset='utf-8'><style>"
         "body{margin:0;background:#1e1e1e}"
         "pre{margin:0;padding:16px;color:#d0d0d0;font:14px/1.35 'DejaVu Sans Mono',monospace}"
         "</style></head><body><pre id='term'>" + ansi_to_html(shown) + "</pre></body></html>")
-    page_file = tmp_path / "jobs-terminal.html"
+    page_file = shot.with_suffix(".html")
     page_file.write_text(page_html, encoding="utf-8")
-    shot = tmp_path / "lookup-jobs-terminal.png"
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1000, "height": 400})
         page.goto(page_file.as_uri())
         # 100 columns of a 14 px monospace font fit 1000 px: nothing scrolls sideways
         assert page.evaluate("document.documentElement.scrollWidth") <= 1000
-        red = page.locator("span", has_text="FAILED, exit 3")
-        assert red.count() == 1
-        assert red.evaluate("e => getComputedStyle(e).color") == "rgb(255, 107, 107)"
+        yield page
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     assert shot.stat().st_size > 10_000
     if SCREENS.is_dir():
-        shutil.copyfile(shot, SCREENS / "lookup-jobs-terminal.png")
+        shutil.copyfile(shot, SCREENS / shot.name)

@@ -129,6 +129,8 @@ def text_lines(r: dict[str, Any], *, colour: bool) -> list[str]:
                    else "CPU not measurable")
                 + f", memory peak {nbsp(units.size(n['mem_peak_bytes']))},"
                 f" {n['samples']} samples over {nbsp(units.duration(n['span_s']))}")
+    elif r["per_gpu"]:
+        lines.append(_label("Per node") + "CPU and memory not sampled (GPU samples only)")
     else:
         lines.append(_label("Sampled") + "no: judged from accounting only (no samples)")
 
