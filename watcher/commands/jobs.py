@@ -81,7 +81,8 @@ def paint(text: str, colour: str | None, on: bool, *, bold: bool = False) -> str
 @click.option("--name", metavar="GLOB", help="Only jobs whose name matches (train-*).")
 @click.option("--sort", type=click.Choice(["end", "waste"]), default="end", show_default=True,
               help="end: the newest jobs, oldest first; waste: most idle core-hours first.")
-@click.option("--limit", type=click.IntRange(1, 1_000_000), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=50, show_default=True,
+              help="At most this many jobs (the newest, or the most wasteful).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text",
               show_default=True)
 @source_options
