@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 FLOORS = {
     "shared": {"__init__", "config", "errors", "logsetup", "units", "files", "templating",
                "markup", "records", "spool", "slurm", "auth", "sending", "jobstate",
-               "svgchart"},
+               "svgchart", "progress"},
     "node": {"sampling", "watch", "card", "demo"},
     "site": {"store", "accounting", "analysis", "letters", "mailer", "server", "distributor"},
     "cli": {"cli", "commands", "__main__"},

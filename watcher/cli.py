@@ -37,6 +37,8 @@ COMMANDS = {
     "import-accounting": "watcher.commands.accounting:import_accounting",
     "ingest": "watcher.commands.ingest:ingest",
     "analyze": "watcher.commands.analyze:analyze",
+    "job": "watcher.commands.job:job",
+    "jobs": "watcher.commands.jobs:jobs",
     "rules": "watcher.commands.analyze:rules",
     "mail": "watcher.commands.mail:mail",
     "intercepter": "watcher.commands.intercepter:intercepter",

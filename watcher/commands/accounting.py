@@ -11,6 +11,7 @@ import click
 
 from watcher import logsetup
 from watcher.cli import AppContext, pass_app, whose_jobs
+from watcher.progress import ProgressBar
 from watcher.units import plural
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def import_accounting(
     and re-importing a span replaces what it held, so running jobs that have finished since
     get their end. Each window of slurm.import_chunk_days is stored all or nothing.
     """
-    from watcher.accounting.importer import WindowResult
+    from watcher.accounting.importer import WindowResult, windows
     from watcher.accounting.importer import import_accounting as run_import
     from watcher.slurm.sacct import sacct_command, shell_line
     from watcher.store import Store
@@ -111,11 +112,20 @@ def import_accounting(
     if verbose:
         logsetup.at_least(logging.INFO)
 
-    def progress(window: WindowResult) -> None:
-        log.info("%s .. %s: %d jobs, %d steps (%.1f s)", _short(window.start), _short(window.end),
-                 window.jobs, window.steps, window.seconds)
+    # On a terminal the windows move one bar; elsewhere (and with -v) each is an INFO line.
+    # The count of windows is known only when --since is (else the importer finds the start).
+    chunk = timedelta(days=config.slurm.import_chunk_days)
+    total = (len(list(windows(since, until or datetime.now(UTC), chunk)))
+             if since is not None and source_file is None else None)
+    bar = ProgressBar("import-accounting", total=total)
 
-    with Store.site(config, create=True) as store:  # a writer: the first import makes the store
+    def progress(window: WindowResult) -> None:
+        bar.advance(1, f"{_short(window.start)} .. {_short(window.end)}: {window.jobs} jobs")
+        if verbose or not bar.shown:
+            log.info("%s .. %s: %d jobs, %d steps (%.1f s)", _short(window.start),
+                     _short(window.end), window.jobs, window.steps, window.seconds)
+
+    with bar, Store.site(config, create=True) as store:  # a writer: the first makes the store
         result = run_import(
             store, config, since, until, user=who, source_file=source_file,
             timezone=timezone, progress=progress,

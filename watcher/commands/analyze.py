@@ -13,6 +13,7 @@ import click
 from watcher import logsetup
 from watcher.cli import AppContext, pass_app, whose_jobs
 from watcher.errors import TuringwatchError
+from watcher.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,15 @@ def analyze(
     started = time.monotonic()
     if verbose:
         logsetup.at_least(logging.INFO)
+    # On a terminal the steps move one bar; elsewhere (and with -v) they are INFO lines.
+    bar = ProgressBar(f"analyze {period.id}")
 
     def progress(step: str) -> None:
-        log.info("[%6.1f s] %s", time.monotonic() - started, step)
+        bar.say(step)
+        if verbose or not bar.shown:
+            log.info("[%6.1f s] %s", time.monotonic() - started, step)
 
-    with _open_store(config, published, progress) as store:
+    with bar, _open_store(config, published, progress) as store:
         reports = analyze_period(store, config, period, user=who, progress=progress)
 
     findings = [f for report in reports for f in report.findings]
@@ -93,8 +98,15 @@ def analyze(
     if write_bundle is not None:
         from watcher.letters.bundle import SkippedLetters
 
+        letters = ProgressBar(f"letters {period.id}", total=len(reports))
+
+        def letter_done(number: int, _total: int) -> None:
+            letters.update(number)
+
         try:
-            path = write_bundle(config, period, reports, progress=progress)
+            with letters:
+                path = write_bundle(config, period, reports, progress=progress if (
+                    verbose or not letters.shown) else None, on_letter=letter_done)
         except SkippedLetters as exc:  # written, without the letters that could not be built
             raise click.ClickException(str(exc)) from exc
         except (TuringwatchError, OSError) as exc:  # the findings are printed and stored already
@@ -127,35 +139,35 @@ def _bundle_writer() -> Any:
     return write_bundle
 
 
+_TOP = 20  # users the text form lists; --format json has every finding
+
+
 def _print_text(period: Any, reports: list[Any]) -> None:
+    """A ranked summary: the users who left most reserved cores and GPUs idle first."""
+    from watcher.analysis.lookup import rank_users
+
     start = period.start.strftime("%Y-%m-%d %H:%M %Z")
     end = period.end.strftime("%Y-%m-%d %H:%M %Z")
     click.echo(f"period {period.id}: [{start}, {end})")
     if not reports:
         click.echo("no jobs in this period")
         return
-    for report in reports:
-        t = report.totals
-        click.echo("")
-        click.echo(
-            f"{report.user}: {t.get('jobs', 0)} jobs, {t.get('core_hours') or 0:.1f} core-hours"
-            f" at {100 * (t.get('cpu_efficiency') or 0):.0f} % CPU efficiency,"
-            f" {t.get('energy_kwh') or 0:.2f} kWh"
-            + (f", {t['co2_kg']:.2f} kg CO2e" if t.get("co2_kg") is not None else "")
-            + f", {len(report.findings)} findings"
-        )
-        for f in report.findings:
-            where = f"job {f.job_id if f.job_id is not None else f.metrics.get('job_key')}"
-            if f.step is not None:
-                where += f" step {f.step}"
-            if f.gpu is not None:
-                where += f" gpu {f.metrics.get('gpu_index', f.gpu)}"
-            numbers = ", ".join(
-                f"{k}={v}"
-                for k, v in f.metrics.items()
-                if k != "job_key" and not isinstance(v, list | dict)
-            )
-            click.echo(f"  {f.severity:<7} {f.rule:<24} {where:<24} {numbers}")
+    rows = rank_users(reports)
+    jobs = sum(r["jobs"] for r in rows)
+    findings = sum(sum(r["findings"].values()) for r in rows)
+    click.echo(f"{len(rows)} users, {jobs} jobs, {findings} findings;"
+               f" {sum(r['idle_core_hours'] for r in rows):,.1f} idle core-hours,"
+               f" {sum(r['idle_gpu_hours'] for r in rows):,.1f} idle GPU-hours")
+    click.echo("")
+    click.echo(f"{'user':<16} {'jobs':>6} {'idle core-h':>12} {'idle GPU-h':>11}"
+               f" {'serious':>8} {'medium':>7} {'info':>5}")
+    for r in rows[:_TOP]:
+        f = r["findings"]
+        click.echo(f"{r['user'][:16]:<16} {r['jobs']:>6} {r['idle_core_hours']:>12,.1f}"
+                   f" {r['idle_gpu_hours']:>11,.1f} {f['serious']:>8} {f['medium']:>7}"
+                   f" {f['info']:>5}")
+    if len(rows) > _TOP:
+        click.echo(f"… {len(rows) - _TOP} more (--format json for all)")
 
 
 @click.command("rules")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -11,6 +10,7 @@ import click
 
 from watcher.cli import AppContext, pass_app
 from watcher.config import Config, expand_path
+from watcher.progress import ProgressBar
 
 if TYPE_CHECKING:
     from watcher.analysis.model import Period
@@ -35,10 +35,12 @@ def _bundle(config: Config, period: Period, reanalyze: bool) -> Bundle:
         from watcher.store import Store
 
         log.info("%s period %s", "re-analyzing" if reanalyze else "no bundle yet: analyzing", period.id)
-        with Store.site(config) as store:  # refuses a store that is not there
-            reports = analyze_period(store, config, period)
+        with ProgressBar(f"analyze {period.id}") as bar, Store.site(config) as store:
+            reports = analyze_period(store, config, period, progress=bar.say)
         try:
-            write_bundle(config, period, reports, progress=None)
+            with ProgressBar(f"letters {period.id}", total=len(reports)) as letters:
+                write_bundle(config, period, reports, progress=None,
+                             on_letter=lambda done, _total: letters.update(done))
         except SkippedLetters as exc:  # the others' letters are in it; the summary lists these
             log.error("%s", exc)
         log.info("wrote %s (%d users)", path, len(reports))
@@ -131,14 +133,10 @@ def mail(
             _check_resend(ledger, period.id, resent)
             deliverer = Deliverer(config, ledger=ledger, smtp=smtp,
                                   resend_unconfirmed=resend_unconfirmed, resend=resent)
-            show = sys.stderr.isatty() if progress is None else progress
-            if show:
-                with click.progressbar(length=len(users), label=f"mail {period.id}",
-                                       file=sys.stderr, show_pos=True) as bar:
-                    report = deliverer.deliver(bundle.letters(users),
-                                               on_outcome=lambda _o: bar.update(1))
-            else:
-                report = deliverer.deliver(bundle.letters(users))
+            # --progress/--no-progress, else a bar where stderr is a terminal and not --quiet
+            with ProgressBar(f"mail {period.id}", total=len(users), enabled=progress) as bar:
+                report = deliverer.deliver(bundle.letters(users),
+                                           on_outcome=lambda o: bar.advance(1, o.user))
     report.outcomes.extend(missing)
     for line in report.summary():
         click.echo(line)

@@ -139,8 +139,12 @@ def write_bundle(
     reports: list[UserReport],
     rules: Mapping[str, RuleInfo] | None = None,
     progress: Progress | None = None,
+    on_letter: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Render every user's letter and write the period's bundle atomically; return its path.
+
+    ``progress`` hears a line per letter; ``on_letter(done, total)`` is called after each
+    (a progress bar's feed).
 
     ``rules`` (rule id -> RuleInfo) defaults to the configured rule set. Re-running a period
     replaces its bundle. A letter that cannot be built leaves out that user only (logged,
@@ -196,6 +200,8 @@ def write_bundle(
                     continue
                 for name, data in files:
                     _add(tar, f"{period.id}/users/{folder}/{name}", data, now)
+                if on_letter is not None:
+                    on_letter(number, len(ordered))
             if first_error is not None and len(skipped) == len(ordered):
                 raise BundleError(
                     f"no letter of {period.id} could be built; the first error: {first_error}"
