@@ -36,7 +36,8 @@ def test_reports_a_busy_command(tmp_path):
     done = turingwatch(tmp_path, "run", "--interval", "0.5", "--output", str(out), "--",
                        sys.executable, "-c", code)
     assert done.returncode == 0, done.stderr
-    assert "turingwatch report card" in done.stdout and "local run" in done.stdout
+    assert "turingwatch report card" in done.stderr and "local run" in done.stderr
+    assert "report card" not in done.stdout   # the job's output stays the job's
     s = summary(out)
     for key in ("job_id", "exit_code", "elapsed_s", "cores_available", "cpu_user_s", "cpu_system_s",
                 "cpu_efficiency", "peak_rss_bytes", "mem_requested_bytes", "gpus", "steps"):
@@ -118,7 +119,7 @@ def test_gpus_through_the_fake_nvml(tmp_path):
     assert set(gpus) == {0, 1}
     assert gpus[1]["no_process_share"] == 1.0 and gpus[0]["no_process_share"] < 1.0
     assert gpus[0]["mean_power_w"] > 1 and gpus[0]["mean_util_pct"] > 0
-    assert "no process of the job on it 100%" in done.stdout
+    assert "no process of the job on it 100%" in done.stderr
 
 
 @pytest.mark.parametrize("interval", ["0.5"])
