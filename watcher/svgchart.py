@@ -174,9 +174,11 @@ def line_chart(
     for x in ticks:
         out.append(f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{top}" y2="{top + plot_h}" '
                    'class="grid"/>')
+        # The last label ends at the plot's edge rather than spill over the chart's.
+        anchor = "end" if px(x) > width - right - 14 else "middle"
         out.append(
-            f'<text x="{px(x):.1f}" y="{height - 10}" class="tick time" text-anchor="middle">'
-            f"{time_label(x, x_max)}</text>"
+            f'<text x="{min(px(x), width - 2):.1f}" y="{height - 10}" class="tick time" '
+            f'text-anchor="{anchor}">{time_label(x, x_max)}</text>'
         )
     out.append(
         f'<text x="14" y="{top + plot_h / 2:.0f}" class="axis" '
