@@ -315,3 +315,16 @@ def test_an_advised_finding_reads_as_its_sentence_and_request():
     assert "Kept 0.84 of 8 cores busy; 6.2 core-hours reserved and idle." in card
     assert "    Request: --cpus-per-task=1" in card and "→" not in card
     assert "(mean 0.84 cores busy)" in card      # the headline rounds as the finding does
+
+
+@pytest.mark.parametrize(("fields", "state"), [
+    ({"exit_code": None, "exit_signal": None}, None),                       # attach: not told
+    ({"exit_code": None, "exit_signal": None, "time_limit_s": 60, "elapsed_s": 63.5}, "TIMEOUT"),
+    ({"exit_code": 0, "time_limit_s": 60, "elapsed_s": 60.0}, "COMPLETED"),  # done just in time
+    ({"exit_code": 143, "time_limit_s": 60, "elapsed_s": 60.2}, "TIMEOUT"),  # the shell's 128+15
+    ({"exit_code": None, "exit_signal": 9, "mem_used_share": 0.5}, "FAILED"),
+])
+def test_the_state_is_inferred_only_from_what_the_watcher_saw(fields, state):
+    from watcher.card.summary import job_state
+
+    assert job_state(_card_summary(**fields)) == state

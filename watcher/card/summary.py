@@ -269,17 +269,21 @@ _LIMIT_SLACK_S = 1.0
 _OOM_SHARE = 0.9
 
 
-def job_state(summary: dict[str, Any]) -> str:
+def job_state(summary: dict[str, Any]) -> str | None:
     """Slurm's word for how the job ended, from what the watcher saw: COMPLETED, FAILED,
-    TIMEOUT (a SIGTERM/SIGKILL at the time limit) or OUT_OF_MEMORY (a SIGKILL at the memory
-    request). Slurm's own accounting may say more (CANCELLED by a user); this is what the card
-    can tell at the job's end, before sacct knows."""
+    TIMEOUT (a SIGTERM/SIGKILL at the time limit, or an end the watcher was not told of past
+    it) or OUT_OF_MEMORY (a SIGKILL at the memory request); None when nothing says how it
+    ended (``attach`` from outside). Slurm's own accounting may say more (CANCELLED by a
+    user); this is what the card can tell at the job's end, before sacct knows."""
     sig, code = summary.get("exit_signal"), summary.get("exit_code")
     limit, elapsed = summary.get("time_limit_s"), summary.get("elapsed_s") or 0.0
+    at_limit = bool(limit) and elapsed >= limit - _LIMIT_SLACK_S
     # A batch shell reports its child's signal as 128 + N.
     killed = sig or (code - 128 if code is not None and 128 < code < 160 else None)
-    if killed in (signal.SIGTERM, signal.SIGKILL) and limit and elapsed >= limit - _LIMIT_SLACK_S:
+    if at_limit and (killed in (signal.SIGTERM, signal.SIGKILL) or (code is None and not sig)):
         return "TIMEOUT"
+    if code is None and not sig:
+        return None
     if killed == signal.SIGKILL and (summary.get("mem_used_share") or 0) >= _OOM_SHARE:
         return "OUT_OF_MEMORY"
     return "COMPLETED" if not sig and not code else "FAILED"
@@ -295,6 +299,8 @@ def end_text(summary: dict[str, Any]) -> EndState:
     text = end.text[:1].upper() + end.text[1:]
     if state == "TIMEOUT":
         text += f" after {clock(summary.get('elapsed_s'))}"
+    elif state is None and end.state is None and summary.get("exit_code") is None:
+        text = "Ended (its exit status is not known)"   # attach from outside the job
     return EndState(end.state, text, end.bad, end.running)
 
 
