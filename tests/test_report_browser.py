@@ -127,3 +127,52 @@ def test_the_gpu_legend_keeps_a_colour_per_gpu(browser, gpu_report, width):
     _shoot(page, gpu_report, f"card-report-gpu-{width}")
     assert errors == []
     page.close()
+
+
+def _long_job_summary() -> dict:
+    """A two-hour job on two nodes that hit its time limit, with findings (advised and not)."""
+    timeline = [{"t": t, "node": node, "cores_in_use": (1.5 if (t // 600) % 2 else 0.4) + k,
+                 "rss_bytes": (3 + k + t / 3600) * 2**30, "memory_bytes": None, "dt": 30}
+                for k, node in enumerate(("node017", "node018")) for t in range(0, 7201, 30)]
+    advised = {"rule": "cpu_underuse", "severity": "serious", "title": "CPU underuse", "step": None,
+               "sentence": "Kept 1.4 of 16 cores busy; 29 core-hours reserved and idle.",
+               "request": "--cpus-per-task=2", "advised": True, "solution": None}
+    fallback = {"rule": "memory_underuse", "severity": "medium", "title": "Memory underuse",
+                "step": "batch", "sentence": "Memory underuse: peak memory 5.0\u00a0GiB, requested 64.0\u00a0GiB.",
+                "request": None, "advised": False,
+                "solution": "Ask for the memory the job peaks at, with `--mem`, plus a margin."}
+    return {
+        "job_id": 4242, "job_name": "train-<resnet>", "command": "srun python train.py --epochs 90",
+        "start": "2026-12-03T08:00:00+00:00", "state": "TIMEOUT", "exit_code": None,
+        "exit_signal": 15, "elapsed_s": 7200.0, "time_limit_s": 7200, "time_limit_share": 1.0,
+        "cores_available": 32, "cpu_user_s": 20000.0, "cpu_system_s": 100.0, "cpu_efficiency": 0.087,
+        "cores_in_use": {"mean": 2.79, "distribution": [{"cores": 1, "share": 0.5},
+                                                        {"cores": 3, "share": 0.5}]},
+        "peak_rss_bytes": 5 * 2**30, "peak_memory_bytes": 5 * 2**30, "memory_source": "cgroup",
+        "mem_requested_bytes": 64 * 2**30, "mem_used_share": 0.078, "not_measured": None,
+        "nodes": [{"node": "node017"}, {"node": "node018"}], "steps": [], "gpus": [],
+        "top_processes": [], "findings": [advised, fallback], "findings_note": None,
+        "timeline": timeline, "gpu_timeline": [], "intercepter": None,
+    }
+
+
+@pytest.mark.parametrize("width", (390, 1280))
+def test_a_timed_out_jobs_findings_read_as_sentences_with_their_request(browser, tmp_path, width):
+    from watcher.card.html import render_report_html
+
+    path = tmp_path / "report.html"
+    path.write_text(render_report_html(_long_job_summary()))
+    page, errors = _open(browser, path, width)
+    assert page.evaluate("document.documentElement.scrollWidth") == width
+    assert page.locator(".end").inner_text().strip() == "✖ TIMEOUT after 02:00:00"
+    assert page.locator("h1").inner_text() == "Job 4242 · train-<resnet>"
+    assert page.locator(".request code").first.inner_text() == "--cpus-per-task=2"
+    ticks = page.evaluate("""() => [...document.querySelectorAll('svg.chart text.time')]
+        .filter(t => t.getBoundingClientRect().width > 0).map(t => t.textContent)""")
+    assert ticks[0] == "0:00" and ticks[-1] == "2:00" and "0:30" in ticks   # h:mm, round steps
+    _shoot(page, path, f"card-report-findings-{width}")
+    page.emulate_media(color_scheme="dark")     # the page follows the reader's dark mode
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(17, 24, 39)"
+    _shoot(page, path, f"card-report-findings-dark-{width}")
+    assert errors == []
+    page.close()
