@@ -109,11 +109,14 @@ def test_a_card_the_terminal_cannot_encode_is_printed_with_replacements(tmp_path
     assert b"turingwatch report card" in done.stderr and b"could not write" not in done.stderr
 
 
-def test_a_reader_that_went_away_costs_the_card_not_the_status(tmp_path):
-    done = subprocess.run(["bash", "-c", 'set -o pipefail; "$@" | true', "bash", *WATCHER, "run",
+@pytest.mark.parametrize("pipe", ['"$@" | true', '"$@" 2>&1 >/dev/null | true'])
+def test_a_reader_that_went_away_costs_the_card_not_the_status(tmp_path, pipe):
+    # Its stdout's reader, or its stderr's (where the card goes), has gone.
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {pipe}", "bash", *WATCHER, "run",
                            "-i", "0.5", "-o", "o", "--", "sh", "-c", "sleep 0.5; exit 4"],
                           env=ENV, cwd=tmp_path, capture_output=True, timeout=120)
     assert done.returncode == 4 and b"Traceback" not in done.stderr
+    assert summary(tmp_path / "o")["exit_code"] == 4
 
 
 def test_a_command_killed_by_sigkill_kills_the_watcher_the_same_way(tmp_path):
