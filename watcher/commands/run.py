@@ -57,8 +57,7 @@ def _no_such_option(name: str, command: click.Command) -> str:
     "--card",
     "card_to",
     metavar="PATH",
-    help="Write the card to PATH ('-': stdout) instead of stderr, where it never mixes into "
-    "the command's output.",
+    help="Write the card to PATH ('-': stdout) instead of stderr.",
 )
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_app
@@ -82,6 +81,8 @@ def run(
 
     Nothing the watcher does can stop the command: if the configuration is broken or the
     output directory cannot be written, it says so on stderr and the command runs anyway.
+    Only an option it does not know, before the command, is refused (exit 2): a typo must
+    not run as the command.
     """
     from watcher.watch import runner
 
