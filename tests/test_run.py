@@ -328,3 +328,30 @@ def test_the_state_is_inferred_only_from_what_the_watcher_saw(fields, state):
     from watcher.card.summary import job_state
 
     assert job_state(_card_summary(**fields)) == state
+
+
+def test_on_a_terminal_the_bad_end_is_red_and_the_rest_plain(tmp_path):
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm"}
+    env.pop("NO_COLOR", None)
+    try:
+        done = subprocess.run([sys.executable, "-m", "watcher", "run", "-i", "0.5", "-o", "o", "--",
+                               "sh", "-c", "exit 2"], cwd=tmp_path, env=env, stderr=follower,
+                              stdout=subprocess.DEVNULL, timeout=120)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 2
+    text = seen.decode()
+    assert "\x1b[1;31m  ✖ FAILED, exit code 2\x1b[0m" in text and text.count("\x1b[") == 2
