@@ -325,7 +325,7 @@ def test_an_advised_finding_reads_as_its_sentence_and_request():
     ({"exit_code": None, "exit_signal": 9, "mem_used_share": 0.5}, "FAILED"),
 ])
 def test_the_state_is_inferred_only_from_what_the_watcher_saw(fields, state):
-    from watcher.card.summary import job_state
+    from watcher.card.ending import job_state
 
     assert job_state(_card_summary(**fields)) == state
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from watcher import __version__
-from watcher.card.summary import end_text
+from watcher.card.ending import end_text
 from watcher.svgchart import line_chart
 from watcher.templating import environment
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from watcher.card.summary import end_text
+from watcher.card.ending import end_text
 from watcher.units import NA, clock, energy, number, percent, share, size
 
 _BAR = 24

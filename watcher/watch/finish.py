@@ -76,9 +76,10 @@ def finish_job(
     ``show`` gets the card as soon as it exists, before report.html is drawn: at a time limit
     Slurm sends SIGKILL ``KillWait`` seconds after SIGTERM, and the card is what the user reads.
     """
+    from watcher.card.ending import describe_job
     from watcher.card.findings import job_findings
     from watcher.card.html import render_report_html
-    from watcher.card.summary import build_summary, describe_job
+    from watcher.card.summary import build_summary
     from watcher.card.text import render_card
     from watcher.store import Store
     from watcher.store.spool_loader import load_spool
