@@ -20,8 +20,9 @@
 # runs: the batch host's attach then notices the job's end itself (Slurm signals the job's steps
 # within a second of the script's end), asks Slurm for the exit status, and prints the card in
 # the KillWait seconds Slurm gives (30 by default); Slurm adds one line of its own then ("STEP
-# N.0 ... CANCELLED"). The card goes to the script's stdout file (slurm-N.out) directly, so that
-# it is there even though the script has gone.
+# N.0 ... CANCELLED"). The card goes to the script's stderr file (slurm-N.out, unless #SBATCH
+# --error names another) directly, so that it is there even though the script has gone, and
+# never into what the script writes to its stdout.
 #
 # It adds nothing else to the job's output, and traps no signal but EXIT. It does nothing, with
 # one line on stderr, outside a Slurm job (use `turingwatch run -- CMD` there) and when
@@ -63,7 +64,7 @@ _turingwatch_start() {
     # still take all of them), named so in sacct, reading nothing from the script's stdin.
     set -- srun --overlap --quiet --mem=0 --ntasks-per-node=1 --cpus-per-task=1 \
         --kill-on-bad-exit=0 --input=none --job-name=turingwatch
-    # The card is written by the step itself into the script's stdout file (opened for
+    # The card is written by the step itself into the script's stderr file (opened for
     # appending, as Slurm opens it) when that is a file: the srun in the background, a process
     # of the script, is gone when the script has exec'd and ended.
     _turingwatch_out=$(readlink "/proc/$$/fd/1" 2>/dev/null) || _turingwatch_out=

@@ -182,3 +182,26 @@ def test_ingest_reports_a_bad_spool_as_a_warning_and_fails(tmp_path):
     assert skipped.startswith(f"turingwatch: skipped {spools / 'junk.jsonl'}: ")
     assert failed == "turingwatch ingest: 1 spool(s) could not be loaded"
 
+
+
+# -- typos ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "--ouput", "d", "--", "touch", "ran"], "no such option --ouput (did you mean --output?)"),
+    (["run", "--intervall", "2", "--", "touch", "ran"],
+     "no such option --intervall (did you mean --interval?)"),
+    (["run", "-x", "touch", "ran"], "no such option -x (the command to run goes after --)"),
+    (["analyse"], "no such command 'analyse' (did you mean analyze?)"),
+    (["anaylze"], "no such command 'anaylze' (did you mean analyze?)"),
+    (["frobnicate"], "no such command 'frobnicate'"),
+])
+def test_a_typo_is_a_usage_error_that_says_what_was_meant(tmp_path, args, message):
+    done = turingwatch(tmp_path, *args)
+    assert done.returncode == 2 and f"Error: {message}\n" in done.stderr, done.stderr
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "d").exists()   # nothing was run
+
+
+def test_run_without_a_double_dash_still_runs_its_command(tmp_path):
+    done = turingwatch(tmp_path, "run", "-q", "-i", "0.5", "-o", "o", "sh", "-c", "echo $0 --x", "a")
+    assert done.returncode == 0 and done.stdout == "a --x\n", done.stderr
+    after = turingwatch(tmp_path, "run", "-q", "-o", "o2", "--", "sh", "-c", "echo -x")
+    assert after.returncode == 0 and after.stdout == "-x\n"   # options after -- are the command's

@@ -80,7 +80,7 @@ def test_an_argument_that_is_not_utf8_is_watched(tmp_path):
     done = turingwatch(tmp_path, "run", "-i", "0.5", "-o", "o", "--", "wc", "-c", b"caf\xe9.dat")
     assert done.returncode == 0, done.stderr
     assert b"5 caf\xe9.dat" in done.stdout        # the command got its bytes as they were
-    assert b"unwatched" not in done.stderr and b"turingwatch report card" in done.stdout
+    assert b"unwatched" not in done.stderr and b"turingwatch report card" in done.stderr
     (spool,) = (tmp_path / "o" / "spool").glob("*.jsonl")
     head = json.loads(spool.read_bytes().splitlines()[0])
     assert head["session"]["command"] == "wc -c caf\ufffd.dat"
@@ -96,22 +96,27 @@ def test_a_closed_stdout_or_stderr_keeps_the_exit_status(tmp_path, closed, fd):
                           capture_output=True, timeout=120)
     assert done.returncode == 3, done.stderr
     assert summary(tmp_path / "o")["exit_code"] == 3
-    if fd == 2:
-        assert b"turingwatch report card" in done.stdout
+    # The card goes to stderr: there when only stdout is closed, nowhere (and no trouble)
+    # when stderr is, and never into stdout.
+    assert (b"turingwatch report card" in done.stderr) == (closed == ">&-")
+    assert b"report card" not in done.stdout
 
 
 def test_a_card_the_terminal_cannot_encode_is_printed_with_replacements(tmp_path):
     done = turingwatch(tmp_path, "run", "-i", "0.5", "-o", "o", "--", "true",
                        env={"PYTHONIOENCODING": "ascii"})
     assert done.returncode == 0
-    assert b"turingwatch report card" in done.stdout and b"could not write" not in done.stderr
+    assert b"turingwatch report card" in done.stderr and b"could not write" not in done.stderr
 
 
-def test_a_reader_that_went_away_costs_the_card_not_the_status(tmp_path):
-    done = subprocess.run(["bash", "-c", 'set -o pipefail; "$@" | true', "bash", *WATCHER, "run",
+@pytest.mark.parametrize("pipe", ['"$@" | true', '"$@" 2>&1 >/dev/null | true'])
+def test_a_reader_that_went_away_costs_the_card_not_the_status(tmp_path, pipe):
+    # Its stdout's reader, or its stderr's (where the card goes), has gone.
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {pipe}", "bash", *WATCHER, "run",
                            "-i", "0.5", "-o", "o", "--", "sh", "-c", "sleep 0.5; exit 4"],
                           env=ENV, cwd=tmp_path, capture_output=True, timeout=120)
     assert done.returncode == 4 and b"Traceback" not in done.stderr
+    assert summary(tmp_path / "o")["exit_code"] == 4
 
 
 def test_a_command_killed_by_sigkill_kills_the_watcher_the_same_way(tmp_path):

@@ -377,7 +377,7 @@ def test_run_reports_a_fork_sharing_job_at_its_pss_not_its_rss_sum(tmp_path):
     assert 190 * MiB <= s["peak_memory_bytes"] <= 260 * MiB
     assert s["peak_rss_bytes"] >= 550 * MiB          # the RSS sum is kept, as it was
     assert s["nodes"][0]["peak_memory_bytes"] == s["peak_memory_bytes"]
-    assert "Memory       peak 2" in done.stdout and "RSS summed over processes" in done.stdout
+    assert "Memory       peak 2" in done.stderr and "RSS summed over processes" in done.stderr
     assert "Memory (PSS)" in (tmp_path / "out/report.html").read_text()
 
 
@@ -504,8 +504,8 @@ def test_a_run_that_ended_before_a_sample_says_nothing_was_measured(tmp_path):
     assert s["cores_in_use"]["mean"] is None and s["cores_in_use"]["distribution"] == []
     assert s["steps"][0]["peak_memory_bytes"] is None and s["steps"][0]["cpu_user_s"] is None
     assert s["exit_code"] == 0 and s["elapsed_s"] is not None   # what the watcher knows
-    assert "Measured     nothing: the job ended after" in done.stdout
-    assert "0 B" not in done.stdout and "core-s" not in done.stdout
+    assert "Measured     nothing: the job ended after" in done.stderr
+    assert "0 B" not in done.stderr and "core-s" not in done.stderr
     html = (tmp_path / "out/report.html").read_text()
     assert "not measured" in html and "before a sample found it" in html
     assert s["findings"] == []

@@ -36,7 +36,8 @@ def test_reports_a_busy_command(tmp_path):
     done = turingwatch(tmp_path, "run", "--interval", "0.5", "--output", str(out), "--",
                        sys.executable, "-c", code)
     assert done.returncode == 0, done.stderr
-    assert "turingwatch report card" in done.stdout and "local run" in done.stdout
+    assert "turingwatch report card" in done.stderr and "local run" in done.stderr
+    assert "report card" not in done.stdout   # the job's output stays the job's
     s = summary(out)
     for key in ("job_id", "exit_code", "elapsed_s", "cores_available", "cpu_user_s", "cpu_system_s",
                 "cpu_efficiency", "peak_rss_bytes", "mem_requested_bytes", "gpus", "steps"):
@@ -118,7 +119,7 @@ def test_gpus_through_the_fake_nvml(tmp_path):
     assert set(gpus) == {0, 1}
     assert gpus[1]["no_process_share"] == 1.0 and gpus[0]["no_process_share"] < 1.0
     assert gpus[0]["mean_power_w"] > 1 and gpus[0]["mean_util_pct"] > 0
-    assert "no process of the job on it 100%" in done.stdout
+    assert "no process of the job on it 100%" in done.stderr
 
 
 @pytest.mark.parametrize("interval", ["0.5"])
@@ -185,19 +186,172 @@ def test_run_mails_its_report_card(tmp_path):
     assert "<svg" in message.get_body(("html",)).get_content()
 
 
-def test_card_shows_each_finding_with_its_numbers_and_first_step():
+def test_a_finding_without_advice_reads_as_a_sentence_of_its_two_leading_numbers():
+    from watcher.card.findings import describe
     from watcher.card.text import render_card
 
-    summary = {
-        "job_id": 7, "exit_code": 0, "exit_signal": None, "elapsed_s": 3600.0, "time_limit_s": None,
-        "cores_available": 8, "cpu_user_s": 3000.0, "cpu_system_s": 10.0, "cpu_efficiency": 0.1,
+    finding = describe({"rule": "cpu_underuse", "severity": "serious", "step": None,
+                        "metrics": {"cpu_efficiency": 0.1, "cpu_s": 3010.0, "cores": 8,
+                                    "job_key": "x", "source": "samples"}},
+                       "CPU underuse", "Request as many cores as the program keeps busy. Or more.")
+    card = render_card(_card_summary(findings=[finding]))
+    assert "[serious] CPU underuse" in card
+    assert "CPU underuse: CPU efficiency 10%, CPU time 50\u00a0min." in card
+    assert "source" not in card and "cores 8" not in card      # no metric dump
+    assert "→ Request as many cores as the program keeps busy." in card and "Or more" not in card
+
+
+# -- where the card goes -------------------------------------------------------------------------
+def test_the_card_goes_to_stderr_and_the_jobs_stdout_stays_its_data(tmp_path):
+    done = turingwatch(tmp_path, "run", "-i", "0.5", "-o", "o", "--", "sh", "-c",
+                       "echo a,b; echo 1,2; echo oops >&2; exit 3")
+    assert done.returncode == 3
+    assert done.stdout == "a,b\n1,2\n"                      # `> out.csv` gets exactly this
+    assert done.stderr.index("oops") < done.stderr.index("turingwatch report card")
+    assert "  ✖ FAILED, exit code 3\n" in done.stderr      # the end leads, plain when piped
+    assert "\x1b[" not in done.stderr
+
+
+@pytest.mark.parametrize("where", ["file", "-"])
+def test_card_option_sends_the_card_to_a_file_or_to_stdout(tmp_path, where):
+    target = "card.txt" if where == "file" else "-"
+    done = turingwatch(tmp_path, "run", "-i", "0.5", "-o", "o", "--card", target, "--",
+                       "echo", "data")
+    assert done.returncode == 0, done.stderr
+    card = (tmp_path / "card.txt").read_text() if where == "file" else done.stdout
+    assert "turingwatch report card" in card and "COMPLETED" in card
+    assert "report card" not in done.stderr
+    if where == "file":
+        assert done.stdout == "data\n"
+
+
+def test_a_card_file_that_cannot_be_written_is_a_warning_not_a_failure(tmp_path):
+    done = turingwatch(tmp_path, "run", "-i", "0.5", "-o", "o", "--card", "no/such/dir/card.txt",
+                       "--", "sh", "-c", "exit 4")
+    assert done.returncode == 4
+    assert "cannot write the card to no/such/dir/card.txt" in done.stderr
+
+
+def test_a_bad_end_is_red_on_a_terminal_only_and_never_with_no_color(monkeypatch):
+    from watcher.watch.runner import print_card
+
+    class Terminal:
+        encoding = "utf-8"
+
+        def __init__(self) -> None:
+            self.text = ""
+
+        def isatty(self) -> bool:
+            return True
+
+        def write(self, text: str) -> None:
+            self.text += text
+
+        def flush(self) -> None:
+            pass
+
+    card = "\n── card ──\n  ✖ FAILED, exit code 3\n  local run on n1\n"
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    tty = Terminal()
+    print_card(card, stream=tty)
+    assert "\x1b[1;31m  ✖ FAILED, exit code 3\x1b[0m" in tty.text and "\x1b[" not in tty.text.split("\n")[3]
+    monkeypatch.setenv("NO_COLOR", "1")
+    plain = Terminal()
+    print_card(card, stream=plain)
+    assert plain.text == card
+
+
+# -- the card's words ----------------------------------------------------------------------------
+def _card_summary(**fields) -> dict:
+    base = {
+        "job_id": 7, "job_name": "gen", "command": "python gen.py\n--fast", "exit_code": 0,
+        "exit_signal": None, "elapsed_s": 3600.0, "time_limit_s": None, "cores_available": 8,
+        "cpu_user_s": 3000.0, "cpu_system_s": 10.0, "cpu_efficiency": 0.1,
         "cores_in_use": {"mean": 0.84, "distribution": []}, "peak_rss_bytes": 1 << 30,
         "mem_requested_bytes": None, "nodes": [{"node": "n1"}], "gpus": [], "steps": [],
-        "top_processes": [], "intercepter": None,
-        "findings": [{"rule": "cpu_underuse", "severity": "serious", "title": "CPU underuse", "step": None,
-                      "summary": "cpu efficiency 10%",
-                      "solution": "Request as many cores as the program keeps busy. Or more text."}],
+        "top_processes": [], "intercepter": None, "start": "2026-12-03T12:13:07+00:00",
+        "findings": [],
     }
-    card = render_card(summary)
-    assert "[serious] CPU underuse" in card and "cpu efficiency 10%" in card
-    assert "→ Request as many cores as the program keeps busy." in card and "more text" not in card
+    return {**base, **fields}
+
+
+@pytest.mark.parametrize(("fields", "first"), [
+    ({"exit_code": 3}, "✖ FAILED, exit code 3"),
+    ({"exit_code": None, "exit_signal": 11}, "✖ Killed by SIGSEGV"),
+    ({"exit_code": None, "exit_signal": 15, "time_limit_s": 3600}, "✖ TIMEOUT after 01:00:00"),
+    ({"exit_code": 137, "mem_requested_bytes": 2**30, "mem_used_share": 0.99}, "✖ OUT_OF_MEMORY"),
+    ({"exit_code": 137}, "✖ FAILED, exit code 137"),     # killed, but not at a limit
+    ({}, "COMPLETED"),
+])
+def test_the_card_leads_with_how_the_job_ended(fields, first):
+    from watcher.card.text import render_card
+
+    lines = render_card(_card_summary(**fields)).splitlines()
+    assert lines[2] == f"  {first}"
+    assert lines[3] == "  job 7 (gen) on n1 · started 2026-12-03 12:13"
+    assert lines[4] == "  Command      python gen.py --fast"
+
+
+def test_the_state_is_in_summary_json(tmp_path):
+    done = turingwatch(tmp_path, "run", "-q", "-i", "0.5", "-o", "o", "--", "sh", "-c", "exit 5")
+    assert done.returncode == 5
+    s = summary(tmp_path / "o")
+    assert s["state"] == "FAILED" and s["command"] == "sh -c exit 5" and s["job_name"] is None
+    assert s["start"] <= s["end"] and s["start"][:4] == s["end"][:4] == time.strftime("%Y")
+
+
+def test_an_advised_finding_reads_as_its_sentence_and_request():
+    from watcher.card.findings import describe
+    from watcher.card.text import render_card
+
+    advice = {"sentence": "Kept 0.84 of 8 cores busy; 6.2 core-hours reserved and idle.",
+              "request": "--cpus-per-task=1", "scope": "job", "basis": "p90 × 1.1"}
+    finding = describe({"rule": "cpu_underuse", "severity": "serious", "step": None,
+                        "metrics": {"cpu_efficiency": 0.1, "advice": advice}},
+                       "CPU underuse", "Request as many cores as the program keeps busy.")
+    card = render_card(_card_summary(findings=[finding]))
+    assert "[serious] CPU underuse" in card
+    assert "Kept 0.84 of 8 cores busy; 6.2 core-hours reserved and idle." in card
+    assert "    Request: --cpus-per-task=1" in card and "→" not in card
+    assert "(mean 0.84 cores busy)" in card      # the headline rounds as the finding does
+
+
+@pytest.mark.parametrize(("fields", "state"), [
+    ({"exit_code": None, "exit_signal": None}, None),                       # attach: not told
+    ({"exit_code": None, "exit_signal": None, "time_limit_s": 60, "elapsed_s": 63.5}, "TIMEOUT"),
+    ({"exit_code": 0, "time_limit_s": 60, "elapsed_s": 60.0}, "COMPLETED"),  # done just in time
+    ({"exit_code": 143, "time_limit_s": 60, "elapsed_s": 60.2}, "TIMEOUT"),  # the shell's 128+15
+    ({"exit_code": None, "exit_signal": 9, "mem_used_share": 0.5}, "FAILED"),
+])
+def test_the_state_is_inferred_only_from_what_the_watcher_saw(fields, state):
+    from watcher.card.ending import job_state
+
+    assert job_state(_card_summary(**fields)) == state
+
+
+def test_on_a_terminal_the_bad_end_is_red_and_the_rest_plain(tmp_path):
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm"}
+    env.pop("NO_COLOR", None)
+    try:
+        done = subprocess.run([sys.executable, "-m", "watcher", "run", "-i", "0.5", "-o", "o", "--",
+                               "sh", "-c", "exit 2"], cwd=tmp_path, env=env, stderr=follower,
+                              stdout=subprocess.DEVNULL, timeout=120)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 2
+    text = seen.decode()
+    assert "\x1b[1;31m  ✖ FAILED, exit code 2\x1b[0m" in text and text.count("\x1b[") == 2

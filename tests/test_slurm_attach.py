@@ -84,7 +84,7 @@ def test_attach_from_outside_the_job(slurm_cluster, turingwatch_command, job_dir
         env={**slurm_cluster.env, **turingwatch_command.env}, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert f"job {job_id}" in done.stdout and "turingwatch report card" in done.stdout
+    assert f"job {job_id}" in done.stderr and "turingwatch report card" in done.stderr
     summary = json.loads((job_dir / "outside" / "summary.json").read_text())
     batch = {s["step"]: s for s in summary["steps"]}["batch"]
     assert "tw-outside" in {p["comm"] for p in batch["processes"]}

@@ -195,3 +195,4 @@ def test_a_job_killed_at_its_time_limit_still_leaves_its_report(
     assert summary["time_limit_s"] == 60 and summary["time_limit_share"] >= 0.99
     output = out_file.read_text()
     assert "turingwatch report card" in output and "of 00:01:00 limit" in output
+    assert summary["state"] == "TIMEOUT" and "  ✖ TIMEOUT after 00:01:" in output

@@ -165,7 +165,7 @@ def test_a_sourcing_batch_script_gets_one_card_and_keeps_its_status(
     assert job.output.count(CARD) == 1, job.output
     before_card = job.output.split("\n─")[0]
     assert before_card == "hello\nbye\n", job.output  # nothing else of ours in the output
-    assert f"exit status {status}" in job.output
+    assert ("  COMPLETED\n" if status == 0 else f"  ✖ FAILED, exit code {status}\n") in job.output
     assert "never" not in job.output
     summary = _summary(watched_dir, job.job_id)
     assert summary["exit_code"] == status
@@ -179,7 +179,7 @@ def test_a_script_that_execs_its_program_still_gets_the_card(slurm_cluster, watc
     assert job.job["ExitCode"] == "3:0", job.output
     output = _output_with_card(watched_dir, job)
     assert output.count(CARD) == 1, output
-    assert "exit status 3" in output  # asked from Slurm: no trap ran
+    assert "  ✖ FAILED, exit code 3\n" in output  # asked from Slurm: no trap ran
     # The card and, at most, Slurm's one line about ending the watcher's step.
     before_card = output.split("\n─")[0].splitlines()
     assert before_card[0] == "hello" and len(before_card) <= 2, output
@@ -192,3 +192,4 @@ def test_a_job_at_its_time_limit_ends_timeout_with_the_card(slurm_cluster, watch
     assert job.job["State"].startswith("TIMEOUT"), job.output
     output = _output_with_card(watched_dir, job)
     assert output.count(CARD) == 1, output
+    assert "  ✖ TIMEOUT after 00:01:" in output, output

@@ -13,6 +13,7 @@ too, once, before the command runs (``watcher.logsetup``).
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import importlib
 import logging
@@ -78,6 +79,16 @@ class LazyGroup(click.Group):
             return None
         module, attr = target.split(":")
         return getattr(importlib.import_module(module), attr)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """A misspelt command is refused with the likeliest one (``analyse`` -> analyze)."""
+        name = args[0] if args else None
+        if name and not name.startswith("-") and name not in COMMANDS:
+            close = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.6)
+            ctx.fail(f"no such command {name!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -1,10 +1,18 @@
-"""report.html: the report card with time-series charts, one self-contained file."""
+"""report.html: the report card with time-series charts, one self-contained file.
+
+Each chart is drawn twice, for a wide screen and for a phone (a 760-unit chart shrunk to a
+390 px screen would have 5 px labels); the page's CSS shows the one that fits. Samples are
+drawn as steps: a sampled value holds until the next sample, no ramp is invented between.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from watcher import __version__
+from watcher.card.ending import end_text
 from watcher.svgchart import line_chart
 from watcher.templating import environment
 
@@ -20,6 +28,17 @@ def _by_node(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> dict[s
     return series
 
 
+# (width, height, class) of the two drawings of every chart: the wide one and the phone's.
+_SIZES = ((760, 230, "chart chart-wide"), (370, 250, "chart chart-narrow"))
+
+
+def _both(draw: Callable[..., str], *args: Any, **kwargs: Any) -> str:
+    """A chart drawn for a wide screen and for a phone, in one figure."""
+    return "<figure class=\"figure\">" + "".join(
+        draw(*args, **kwargs, width=w, height=h, css_class=cls, step=True) for w, h, cls in _SIZES
+    ) + "</figure>"
+
+
 def charts(summary: dict[str, Any]) -> list[str]:
     timeline = summary.get("timeline", [])
     out = []
@@ -27,7 +46,8 @@ def charts(summary: dict[str, Any]) -> list[str]:
         cores = summary.get("cores_available")
         per_node = len(summary.get("nodes", [])) or 1
         out.append(
-            line_chart(
+            _both(
+                line_chart,
                 list(_by_node(timeline, "cores_in_use").items()),
                 title="Cores in use",
                 y_label="cores",
@@ -44,7 +64,7 @@ def charts(summary: dict[str, Any]) -> list[str]:
                 (r["t"] - start, r["util_pct"])
             )
         out.append(
-            line_chart(list(series.items()), title="GPU utilization", y_label="%", y_max=100)
+            _both(line_chart, list(series.items()), title="GPU utilization", y_label="%", y_max=100)
         )
     return out
 
@@ -66,7 +86,8 @@ def _memory_chart(summary: dict[str, Any], timeline: list[dict[str, Any]]) -> st
     charged = max((r["memory_bytes"] or 0 for r in rows), default=0)
     if max((r["rss_bytes"] or 0 for r in rows), default=0) > 1.1 * charged:
         series += [(f"{node} RSS sum", points) for node, points in _by_node(rows, "rss_bytes", scale).items()]
-    return line_chart(
+    return _both(
+        line_chart,
         series,
         title=_MEMORY_TITLES.get(summary.get("memory_source") or "rss", "Memory"),
         y_label=unit,
@@ -74,10 +95,24 @@ def _memory_chart(summary: dict[str, Any], timeline: list[dict[str, Any]]) -> st
     )
 
 
+def _when(iso: str | None) -> str | None:
+    """'2026-12-03T12:13:07+00:00' -> '2026-12-03 12:13 +00:00'."""
+    if not iso:
+        return None
+    try:
+        return f"{datetime.fromisoformat(iso):%Y-%m-%d %H:%M %z}"
+    except ValueError:
+        return iso
+
+
 def render_report_html(summary: dict[str, Any]) -> str:
     template = environment().get_template("report.html.j2")
+    command = summary.get("command")
     return template.render(
         s=summary,
+        end=end_text(summary),
+        started=_when(summary.get("start")),
+        command=" ".join(command.split()) if command else None,
         charts=charts(summary),
         version=__version__,
     )

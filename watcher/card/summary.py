@@ -256,3 +256,4 @@ def _blank_unmeasured(summary: dict[str, Any]) -> dict[str, Any]:
             step[key] = None
     summary["timeline"] = []
     return summary
+

@@ -85,8 +85,10 @@ ORDER BY s.node;
 
 -- name: timeline
 -- Cores in use and memory per node and sample interval (memory_bytes: as the kernel charges it).
+-- A round that found no process of the job measured no memory: NULL there, not 0 (a chart
+-- would show the job's memory dropping to nothing at its end).
 WITH deltas AS (
-    SELECT session_id, node, seq, ts, rss_bytes, coalesce(mem_bytes, rss_bytes) AS memory_bytes,
+    SELECT session_id, node, seq, ts, nprocs, rss_bytes, coalesce(mem_bytes, rss_bytes) AS memory_bytes,
         (cpu_user_s + cpu_system_s)
             - lag(cpu_user_s + cpu_system_s) OVER w AS cpu_s,
         epoch(ts) - epoch(lag(ts) OVER w) AS dt
@@ -97,8 +99,8 @@ WITH deltas AS (
 SELECT node, seq, epoch(max(ts)) AS t,
     sum(cpu_s) FILTER (WHERE dt > 0) / nullif(max(dt), 0) AS cores_in_use,
     max(dt) AS dt,
-    sum(rss_bytes) AS rss_bytes,
-    sum(memory_bytes) AS memory_bytes
+    sum(rss_bytes) FILTER (nprocs > 0) AS rss_bytes,
+    sum(memory_bytes) FILTER (nprocs > 0) AS memory_bytes
 FROM deltas
 GROUP BY session_id, node, seq
 ORDER BY node, seq;

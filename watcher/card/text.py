@@ -1,12 +1,19 @@
-"""The report card printed to the job's output when it ends."""
+"""The report card written to the job's stderr when it ends (like ``time``'s numbers).
+
+Its first line is how the job ended (watcher.jobstate); a bad end is marked so that
+:func:`paint` can make it red on a terminal. Numbers are formatted once, by watcher.units, so
+that the headline and the findings round alike.
+"""
 
 from __future__ import annotations
 
 import textwrap
+from datetime import datetime
 from functools import partial
 from typing import Any
 
-from watcher.units import NA, clock, energy, percent, share, size
+from watcher.card.ending import end_text
+from watcher.units import NA, clock, energy, number, percent, share, size
 
 _BAR = 24
 # The card is sentences, not a table: a missing number reads "n/a", not a dash.
@@ -34,7 +41,7 @@ def _usage(s: dict[str, Any]) -> list[str]:
             "CPU",
             f"{_share(s.get('cpu_efficiency'))} efficiency: {cpu_total:.1f} core-s used "
             f"of {cores or '?'} cores × {clock(s.get('elapsed_s'))}"
-            + (f" (mean {mean:.2f} cores busy)" if mean is not None else ""),
+            + (f" (mean {number(mean)} cores busy)" if mean is not None else ""),
         )
     )
     lines.append(
@@ -88,17 +95,75 @@ def _step_memory(step: dict[str, Any]) -> Any:
     return step.get("peak_rss_bytes") if peak is None else peak
 
 
+# The mark of a bad end's line: paint() makes that line red.
+BAD_MARK = "✖ "
+_RED, _RESET = "\x1b[1;31m", "\x1b[0m"
+
+
+def paint(card: str) -> str:
+    """The card with its bad-end line in bold red (ANSI), for a terminal."""
+    return "\n".join(
+        f"{_RED}{line}{_RESET}" if line.startswith("  " + BAD_MARK) else line
+        for line in card.split("\n")
+    )
+
+
+def _started(iso: str | None) -> str | None:
+    """'2026-12-03T12:13:07+00:00' -> '2026-12-03 12:13'."""
+    if not iso:
+        return None
+    try:
+        return f"{datetime.fromisoformat(iso):%Y-%m-%d %H:%M}"
+    except ValueError:
+        return iso
+
+
+def _head(s: dict[str, Any]) -> list[str]:
+    """How the job ended, first; then which job, where, when, and its command."""
+    end = end_text(s)
+    lines = [f"  {BAD_MARK if end.bad else ''}{end.text}"]
+    job = f"job {s['job_id']}" if s.get("job_id") is not None else "local run"
+    if s.get("job_name"):
+        job += f" ({s['job_name']})"
+    nodes = ", ".join(n["node"] for n in s.get("nodes", [])) or "?"
+    started = _started(s.get("start"))
+    lines.append(f"  {job} on {nodes}" + (f" · started {started}" if started else ""))
+    if s.get("command"):
+        command = " ".join(s["command"].split())   # one line: a script passed with -c has many
+        command = command if len(command) <= 200 else command[:199] + "…"
+        lines.append(_line("Command", command))
+    return lines
+
+
+def _findings(s: dict[str, Any]) -> list[str]:
+    """Each finding: severity and title, its sentence, and the request that would have fitted."""
+    findings = s.get("findings") or []
+    lines: list[str] = []
+    if findings:
+        lines.append(_line("Findings", ""))
+        for f in findings:
+            where = f" (step {f['step']})" if f.get("step") else ""
+            lines.append(_line("", f"[{f['severity']}] {f.get('title') or f['rule']}{where}"))
+            sentence = f.get("sentence") or f.get("summary")
+            if sentence:
+                lines.extend(_line("", "    " + part) for part in textwrap.wrap(sentence, 60))
+            if f.get("request"):
+                lines.append(_line("", f"    Request: {f['request']}"))
+            elif f.get("solution") and not f.get("advised"):
+                first = f["solution"].split(". ")[0].rstrip(".") + "."
+                for i, part in enumerate(textwrap.wrap(first, 58)):
+                    lines.append(_line("", ("    → " if i == 0 else "      ") + part))
+    elif s.get("findings") is not None:
+        lines.append(_line("Findings", "none"))
+    if s.get("findings_note"):
+        lines.append(_line("", f"({s['findings_note']})"))
+    return lines
+
+
 def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> str:
     s = summary
     lines = ["", "─" * 22 + " turingwatch report card " + "─" * 22]
-    job = f"job {s['job_id']}" if s.get("job_id") is not None else "local run"
-    nodes = ", ".join(n["node"] for n in s.get("nodes", [])) or "?"
-    status = (
-        f"killed by signal {s['exit_signal']}"
-        if s.get("exit_signal")
-        else f"exit status {s.get('exit_code')}"
-    )
-    lines.append(f"  {job} on {nodes} · {status}")
+    lines.extend(_head(s))
 
     limit = s.get("time_limit_s")
     elapsed = clock(s.get("elapsed_s"))
@@ -154,22 +219,7 @@ def render_card(summary: dict[str, Any], *, output_dir: str | None = None) -> st
         for i, text in enumerate(intercept["text"].splitlines()):
             lines.append(_line("Recycler" if i == 0 else "", text))
 
-    findings = s.get("findings") or []
-    if findings:
-        lines.append(_line("Findings", ""))
-        for f in findings:
-            where = f" step {f['step']}" if f.get("step") else ""
-            lines.append(_line("", f"[{f['severity']}] {f.get('title') or f['rule']}{where}"))
-            if f.get("summary"):
-                lines.append(_line("", f"    {f['summary']}"))
-            if f.get("solution"):
-                first = f["solution"].split(". ")[0].rstrip(".") + "."
-                for i, part in enumerate(textwrap.wrap(first, 62)):
-                    lines.append(_line("", ("    → " if i == 0 else "      ") + part))
-    elif s.get("findings") is not None:
-        lines.append(_line("Findings", "none"))
-    if s.get("findings_note"):
-        lines.append(_line("", f"({s['findings_note']})"))
+    lines.extend(_findings(s))
 
     if output_dir:
         lines.append(_line("Details", f"{output_dir}/report.html, {output_dir}/summary.json"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from pathlib import Path
 
@@ -14,9 +15,33 @@ from watcher.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-# The options are read as plain text and checked by the watcher, not by click: a value click
-# refused (`-i 5x`, an output path that is a file) would stop the job from starting at all.
-@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+class _RunCommand(click.Command):
+    """``run`` with a usage error, not a job, for an option it does not know.
+
+    Without this, click's ``ignore_unknown_options`` would make ``run --ouput d -- cmd`` run the
+    command ``--ouput``; click's own refusal reads "No such option: --ouput Did you mean
+    --output?" in one breath, so the message is said again in the card's words.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            raise click.UsageError(_no_such_option(exc.option_name, self), ctx) from exc
+
+
+def _no_such_option(name: str, command: click.Command) -> str:
+    known = [opt for param in command.params for opt in getattr(param, "opts", [])
+             if opt.startswith("--")]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else " (the command to run goes after --)"
+    return f"no such option {name}{hint}"
+
+
+# The option values are read as plain text and checked by the watcher, not by click: a value
+# click refused (`-i 5x`, an output path that is a file) would stop the job from starting at
+# all. An unknown option before the command is refused (a typo must not become the command).
+@click.command(cls=_RunCommand, context_settings={"allow_interspersed_args": False})
 @click.option("-i", "--interval", help="Seconds between samples (default 10, 0.5 to 3600).")
 @click.option(
     "-o",
@@ -28,6 +53,12 @@ log = logging.getLogger(__name__)
 @click.option("--mail", is_flag=True, help="E-mail the report card to the job's user at the end.")
 @click.option("--no-gpu", is_flag=True, help="Do not sample GPUs.")
 @click.option("-q", "--quiet", is_flag=True, help="Write the reports but print no card.")
+@click.option(
+    "--card",
+    "card_to",
+    metavar="PATH",
+    help="Write the card to PATH ('-': stdout) instead of stderr.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_app
 def run(
@@ -38,16 +69,20 @@ def run(
     mail: bool,
     no_gpu: bool,
     quiet: bool,
+    card_to: str | None,
     command: tuple[str, ...],
 ) -> None:
-    """Run COMMAND, sample what it uses, print a report card, and exit with its status.
+    """Run COMMAND, sample what it uses, leave a report card on stderr, and exit with its status.
 
     \b
     turingwatch run -- ./simulate --steps 1000
     turingwatch run --interval 2 --output results/watch -- python train.py
+    turingwatch run -- python gen.py > out.csv      (the card stays on the terminal)
 
     Nothing the watcher does can stop the command: if the configuration is broken or the
     output directory cannot be written, it says so on stderr and the command runs anyway.
+    Only an option it does not know, before the command, is refused (exit 2): a typo must
+    not run as the command.
     """
     from watcher.watch import runner
 
@@ -59,23 +94,14 @@ def run(
         log.warning("configuration: %s; using the defaults", what)
         config = Config()
     options = runner.RunOptions(
-        command=_without_unknown_options(list(command)),
+        command=list(command),
         interval_s=runner.sampling_interval(interval, config.sampler.interval_s, logger=log),
         output_dir=output,
         recycle_malloc=recycle_malloc,
         mail=mail,
         quiet=quiet,
+        card_to=card_to,
         gpu=not no_gpu,
     )
     runner.exit_like(runner.run(config, options))
 
-
-def _without_unknown_options(command: list[str]) -> list[str]:
-    """The command after ``--``, when options this turingwatch does not know came before it
-    (``run --newer-option 2 -- CMD``, written for a later version): click passed them on as the
-    command's first words, and the job would not start."""
-    if command and command[0].startswith("-") and "--" in command:
-        split = command.index("--")
-        log.warning("unknown option(s) ignored: %s", " ".join(command[:split]))
-        return command[split + 1:]
-    return command

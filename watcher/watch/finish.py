@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,7 @@ def finish_job(
     ``show`` gets the card as soon as it exists, before report.html is drawn: at a time limit
     Slurm sends SIGKILL ``KillWait`` seconds after SIGTERM, and the card is what the user reads.
     """
+    from watcher.card.ending import describe_job
     from watcher.card.findings import job_findings
     from watcher.card.html import render_report_html
     from watcher.card.summary import build_summary
@@ -95,10 +97,10 @@ def finish_job(
                 sessions.append(load_spool(store, path).session_id)
             except Exception as exc:  # one bad node must not hide the others
                 warn(f"skipping {path.name}: {exc}")
-        time_limit, mem = store.one(
-            "SELECT time_limit_s, mem_requested_bytes FROM sessions WHERE session_id = ?",
+        time_limit, mem, command = store.one(
+            "SELECT time_limit_s, mem_requested_bytes, command FROM sessions WHERE session_id = ?",
             [session_id],
-        ) or (None, None)
+        ) or (None, None, None)
         summary = build_summary(
             store,
             sessions,
@@ -110,6 +112,8 @@ def finish_job(
             mem_requested_bytes=mem,
             top_processes=config.sampler.top_processes,
         )
+        describe_job(summary, job_name=_job_name(job), command=command,
+                     started=outcome.started, ended=outcome.ended)
         try:
             summary["findings"], summary["findings_note"] = job_findings(
                 config, store, sessions, outcome.elapsed_s
@@ -131,6 +135,13 @@ def finish_job(
     if mail:
         _mail_card(config, job, summary, html, card)
     return card
+
+
+def _job_name(job: JobContext) -> str | None:
+    """The job's name (sbatch --job-name). watch.sh's attach step runs under its own name,
+    "turingwatch", which is the step's, not the job's: then none is known."""
+    name = os.environ.get("SLURM_JOB_NAME") if job.in_slurm else None
+    return None if name == "turingwatch" else name
 
 
 def _refuse_links(*paths: Path) -> None:

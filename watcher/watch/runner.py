@@ -11,8 +11,10 @@ that is not UTF-8 with U+FFFD in it), every descriptor the watcher was given (a 
 stays closed, ``3>file`` stays open), the watcher's umask, and the signal mask and ignored
 signals the watcher found (``nohup``'s SIGHUP stays ignored). Only then does the watcher make
 its own choices: ``/dev/null`` on a closed standard descriptor (so that no file it opens lands
-there), umask 077 (everything it writes is its owner's only), and the card is skipped without a
-word when stdout is closed or its reader has gone.
+there), umask 077 (everything it writes is its owner's only). The card goes to stderr, as
+``time`` writes its numbers, so that ``run -- gen.py > out.csv`` keeps it out of the data
+(``--card PATH`` or ``-`` for stdout); it is skipped without a word when that stream is closed
+or its reader has gone.
 
 Signals. The watcher shares the command's process group and, in Slurm, its step, so many
 signals reach the command twice: directly, and once more passed on by the watcher. Linux does
@@ -57,7 +59,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,6 +142,7 @@ class RunOptions:
     mail: bool = False
     quiet: bool = False
     gpu: bool = True
+    card_to: str | None = None       # None: stderr; "-": stdout; else a file's path
 
 
 @dataclass
@@ -548,22 +551,53 @@ def _finish(
         intercept_stats=intercept_stats,
         watcher_usage=watcher_usage,
         mail=options.mail,
-        show=None if options.quiet else print_card,
+        show=None if options.quiet else card_destination(options.card_to),
     )
 
 
+def card_destination(card_to: str | None) -> Callable[[str], None]:
+    """Where the card goes: stderr (None), stdout ("-"), or a file written whole."""
+    if card_to is None:
+        return print_card
+    if card_to == "-":
+        return functools.partial(print_card, stream=sys.stdout)
+
+    def to_file(card: str) -> None:
+        try:
+            Path(card_to).write_text(card, encoding="utf-8")
+        except OSError as exc:  # the report files hold the same
+            log.warning("cannot write the card to %s: %s", card_to, exc.strerror or exc)
+
+    return to_file
+
+
 def print_card(card: str, stream: Any = None) -> None:
-    """Print the card to stdout, if it can be: nothing when stdout is closed or its reader went
-    away (the files hold the same), and characters the terminal's encoding lacks as ``?``."""
-    out = sys.stdout if stream is None else stream
+    """Print the card to stderr (or ``stream``), if it can be: nothing when it is closed or its
+    reader went away (the files hold the same), characters the terminal's encoding lacks as
+    ``?``, and a bad end in red on a terminal (not when piped, nor with ``NO_COLOR`` set)."""
+    out = sys.stderr if stream is None else stream
     if out is None:
         return
     try:
         encoding = getattr(out, "encoding", None) or "utf-8"
+        if _colour(out):
+            from watcher.card.text import paint
+
+            card = paint(card)
         out.write(card.encode(encoding, "replace").decode(encoding))
         out.flush()
     except (OSError, ValueError):
         pass
+
+
+def _colour(stream: Any) -> bool:
+    """ANSI colour only for a terminal, and never with NO_COLOR set (no-color.org)."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def exit_like(outcome: Outcome) -> None:
