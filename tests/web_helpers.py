@@ -1,0 +1,103 @@
+"""A published site for the web tests: two users' jobs, analysed, lettered and published.
+
+alice: job alpha:101 sampled on two nodes with two idle GPUs each (GPU and CPU findings, one
+of them carrying the advice dict of common.md), alpha:102 that FAILED by SIGSEGV with only
+accounting data. bob: beta:7 sampled (CPU underuse), beta:8 accounting only and OUT_OF_MEMORY.
+carol is the admin. The letters of week 2026-W47 are in the published bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from test_publish import T0, WEEK, add_job, session_lines
+
+from watcher.analysis.engine import analyze_period
+from watcher.config import Config, load_config
+from watcher.letters.bundle import write_bundle
+from watcher.store import Store
+from watcher.store.publish import Publication, publish
+from watcher.store.spool_loader import apply_lines
+
+WEB_URL = "https://tw.example"
+ADVICE = {"sentence": "Kept 1.0 of 4 cores busy; 3.0 core-hours reserved and idle.",
+          "request": "--cpus-per-task=1", "scope": "job", "basis": "p90 of cores busy 1.0 × 1.1"}
+# What must never appear in a page of the other user: names and job ids.
+ALICE_JOBS = ("101", "102")
+BOB_JOBS = ("7", "8")
+
+
+@dataclass
+class Site:
+    config: Config
+    store_path: Path
+    publication: Publication
+    publish_dir: Path
+    root: Path
+
+
+def site_config(root: Path, **web: object) -> Config:
+    """The site's configuration: its publish dir, letters' links to it, login by header."""
+    key = root / "secret.key"
+    if not key.exists():
+        key.write_bytes(b"k" * 48)
+        key.chmod(0o600)
+    lines = [
+        "[server]", f'publish_dir = "{root / "published"}"',
+        "[analysis]", f'result_dir = "{root / "bundles"}"',
+        "[site]", 'name = "Turing cluster"', f'web_url = "{WEB_URL}"',
+        'job_url = "{web_url}/jobs/{cluster}/{job_id}"',
+        "[letters]", 'url = "{web_url}/letters/{period}"',
+        "[web]", 'trusted_header = "X-Remote-User"', 'admin_users = ["carol"]',
+        f'secret_key_file = "{key}"',
+    ]
+    for k, v in web.items():
+        lines.append(f"{k} = {json.dumps(v)}")
+    path = root / "turingwatch.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return load_config(path, environ={})
+
+
+def build_store(path: Path) -> Store:
+    store = Store(path)
+    for node in ("n1", "n2"):
+        apply_lines(store, session_lines(cluster="alpha", job_id=101, node=node, gpus=2,
+                                         samples=30))
+    apply_lines(store, session_lines(cluster="beta", job_id=7, node="b1", user="bob",
+                                     start=T0 + timedelta(days=1), busy=1.0, samples=30))
+    add_job(store, "alpha", 101, total_cpu=600.0, nodes=2, cores=8)
+    add_job(store, "alpha", 102, start=T0 + timedelta(hours=3), state="FAILED", total_cpu=100.0)
+    store.execute("UPDATE jobs SET exit_code = 0, exit_signal = 11, job_name = 'crashy'"
+                  " WHERE job_id = 102")
+    add_job(store, "beta", 7, user="bob", start=T0 + timedelta(days=1))
+    add_job(store, "beta", 8, user="bob", start=T0 + timedelta(days=2), state="OUT_OF_MEMORY",
+            total_cpu=50.0)
+    return store
+
+
+def build_site(root: Path) -> Site:
+    """Analyse, letter and publish the two users' week under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = site_config(root)
+    store = build_store(root / "site.duckdb")
+    try:
+        reports = analyze_period(store, config, WEEK)
+        write_bundle(config, WEEK, reports)
+        # The advice engineer's dict on one finding, as the analysis will store it.
+        store.execute(
+            "UPDATE analysis_findings SET metrics = json_merge_patch(metrics, ?)"
+            " WHERE job_id = 7 AND severity = 'serious'", [json.dumps({"advice": ADVICE})])
+        pub = publish(store, Path(config.server.publish_dir),
+                      bundles_dir=Path(config.analysis.result_dir))
+    finally:
+        store.close()
+    return Site(config, root / "site.duckdb", pub, Path(config.server.publish_dir), root)
+
+
+def republish(site: Site) -> Publication:
+    """Publish again after a change to the store (a new generation)."""
+    with Store(site.store_path) as store:
+        return publish(store, site.publish_dir, bundles_dir=Path(site.config.analysis.result_dir))
