@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from web_helpers import ADVICE, build_site, republish
 
+from webserver import data
 from webserver.charts import downsample, job_charts
 from webserver.data import DataError, JobQuery, PublishedSite
 
@@ -25,11 +26,11 @@ def published(site):
 def test_each_user_sees_only_their_jobs_and_periods(published):
     g = published.current()
     alice = g.jobs("alice", JobQuery())
-    assert {(r["cluster"], r["job_id"]) for r in alice.rows} == {("alpha", 101), ("alpha", 102)}
+    assert {(r["cluster"], r["job_id"]) for r in alice.rows} == {("alpha", 424201), ("alpha", 424202)}
     assert {r["user_name"] for r in g.jobs(None, JobQuery()).rows} == {"alice", "bob"}
     assert [p["user_name"] for p in g.periods("bob")] == ["bob"]
-    assert g.job("alpha", 101, "bob") is None and g.job("alpha", 101, "alice") is not None
-    assert g.job("alpha", 101, None)["user_name"] == "alice"
+    assert g.job("alpha", 424201, "bob") is None and g.job("alpha", 424201, "alice") is not None
+    assert g.job("alpha", 424201, None)["user_name"] == "alice"
     assert g.job_filters("bob")["rule"] and "gpu_no_process" not in g.job_filters("bob")["rule"]
 
 
@@ -46,10 +47,10 @@ def test_job_list_filters_sorts_and_pages(published):
     by_waste = g.jobs(None, JobQuery(sort="idle_core_hours"))
     wastes = [r["idle_core_hours"] for r in by_waste.rows]
     assert wastes == sorted(wastes, reverse=True) and by_waste.total == 4
-    assert [r["job_id"] for r in g.jobs(None, JobQuery(state="OUT_OF_MEMORY")).rows] == [8]
-    assert [r["job_id"] for r in g.jobs(None, JobQuery(name="CRASH")).rows] == [102]
+    assert [r["job_id"] for r in g.jobs(None, JobQuery(state="OUT_OF_MEMORY")).rows] == [737302]
+    assert [r["job_id"] for r in g.jobs(None, JobQuery(name="CRASH")).rows] == [424202]
     gpu = g.jobs(None, JobQuery(rule="gpu_no_process")).rows
-    assert [r["job_id"] for r in gpu] == [101] and gpu[0]["idle_gpu_hours"] == pytest.approx(4.0)
+    assert [r["job_id"] for r in gpu] == [424201] and gpu[0]["idle_gpu_hours"] == pytest.approx(4.0)
     assert g.jobs("alice", JobQuery(period="2026-W47")).total == 2
     assert g.jobs("alice", JobQuery(period="2026-W01")).total == 0
     page2 = g.jobs(None, JobQuery(page=2, page_size=3))
@@ -57,30 +58,30 @@ def test_job_list_filters_sorts_and_pages(published):
 
 
 def test_idle_core_hours_are_reserved_less_used_never_negative(published):
-    row = published.current().job("alpha", 101, None)
+    row = published.current().job("alpha", 424201, None)
     assert row["idle_core_hours"] == pytest.approx((3600 * 8 - 600) / 3600)
     assert row["cpu_efficiency"] == pytest.approx(600 / (3600 * 8))
 
 
 def test_job_detail_has_series_per_node_and_step_steps_findings_processes(published):
     g = published.current()
-    d = g.job_detail("alpha", 101)
+    d = g.job_detail("alpha", 424201)
     assert set(d.cores) == {"n1 batch", "n2 batch"}
     assert set(d.gpu_util) == {"n1 GPU 0", "n1 GPU 1", "n2 GPU 0", "n2 GPU 1"}
     assert all(v == pytest.approx(1.0) for _, v in d.cores["n1 batch"][1:])
     assert d.steps[0]["step"] == "batch" and d.processes[0]["comm"] == "solver"
     assert {f["rule"] for f in d.findings} >= {"gpu_no_process"}
-    keys = [c.key for c in job_charts(d, g.job("alpha", 101, None))]
+    keys = [c.key for c in job_charts(d, g.job("alpha", 424201, None))]
     assert {"cores-1", "memory-1", "gpu-util-1", "gpu-memory-1", "gpu-power-1", "io-1"} <= set(keys)
-    assert all("<svg" in c.svg for c in job_charts(d, g.job("alpha", 101, None)))
-    advice = [f for f in g.job_detail("beta", 7).findings if f["severity"] == "serious"]
+    assert all("<svg" in c.svg for c in job_charts(d, g.job("alpha", 424201, None)))
+    advice = [f for f in g.job_detail("beta", 737301).findings if f["severity"] == "serious"]
     assert advice[0]["metrics"]["advice"] == ADVICE
 
 
 def test_accounting_only_job_has_no_samples_and_no_charts(published):
     g = published.current()
-    d = g.job_detail("alpha", 102)
-    assert not d.sampled and d.steps and job_charts(d, g.job("alpha", 102, None)) == []
+    d = g.job_detail("alpha", 424202)
+    assert not d.sampled and d.steps and job_charts(d, g.job("alpha", 424202, None)) == []
 
 
 def test_letters_come_from_the_published_bundle(published):
@@ -98,6 +99,12 @@ def test_a_new_generation_is_picked_up_without_a_restart(site, published):
     second = published.current()
     assert second.number == first.number + 1 and second is not first
     assert second.jobs("alice", JobQuery()).total == 2
+
+
+def test_the_generation_layout_is_the_publishers():
+    from watcher.store import publish
+
+    assert (data.SNAPSHOT, data.BUNDLES) == (publish.SNAPSHOT, publish.BUNDLES)
 
 
 def test_nothing_published_is_a_data_error(tmp_path):

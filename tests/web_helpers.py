@@ -1,8 +1,8 @@
 """A published site for the web tests: two users' jobs, analysed, lettered and published.
 
-alice: job alpha:101 sampled on two nodes with two idle GPUs each (GPU and CPU findings, one
-of them carrying the advice dict of common.md), alpha:102 that FAILED by SIGSEGV with only
-accounting data. bob: beta:7 sampled (CPU underuse), beta:8 accounting only and OUT_OF_MEMORY.
+alice: job alpha:424201 sampled on two nodes with two idle GPUs each (GPU and CPU findings, one
+of them carrying the advice dict of common.md), alpha:424202 that FAILED by SIGSEGV with only
+accounting data. bob: beta:737301 sampled (CPU underuse), beta:737302 accounting only and OUT_OF_MEMORY.
 carol is the admin. The letters of week 2026-W47 are in the published bundle.
 """
 
@@ -26,8 +26,8 @@ WEB_URL = "https://tw.example"
 ADVICE = {"sentence": "Kept 1.0 of 4 cores busy; 3.0 core-hours reserved and idle.",
           "request": "--cpus-per-task=1", "scope": "job", "basis": "p90 of cores busy 1.0 × 1.1"}
 # What must never appear in a page of the other user: names and job ids.
-ALICE_JOBS = ("101", "102")
-BOB_JOBS = ("7", "8")
+ALICE_JOBS = ("424201", "424202")
+BOB_JOBS = ("737301", "737302")
 
 
 @dataclass
@@ -64,16 +64,16 @@ def site_config(root: Path, **web: object) -> Config:
 def build_store(path: Path) -> Store:
     store = Store(path)
     for node in ("n1", "n2"):
-        apply_lines(store, session_lines(cluster="alpha", job_id=101, node=node, gpus=2,
+        apply_lines(store, session_lines(cluster="alpha", job_id=424201, node=node, gpus=2,
                                          samples=30))
-    apply_lines(store, session_lines(cluster="beta", job_id=7, node="b1", user="bob",
+    apply_lines(store, session_lines(cluster="beta", job_id=737301, node="b1", user="bob",
                                      start=T0 + timedelta(days=1), busy=1.0, samples=30))
-    add_job(store, "alpha", 101, total_cpu=600.0, nodes=2, cores=8)
-    add_job(store, "alpha", 102, start=T0 + timedelta(hours=3), state="FAILED", total_cpu=100.0)
+    add_job(store, "alpha", 424201, total_cpu=600.0, nodes=2, cores=8)
+    add_job(store, "alpha", 424202, start=T0 + timedelta(hours=3), state="FAILED", total_cpu=100.0)
     store.execute("UPDATE jobs SET exit_code = 0, exit_signal = 11, job_name = 'crashy'"
-                  " WHERE job_id = 102")
-    add_job(store, "beta", 7, user="bob", start=T0 + timedelta(days=1))
-    add_job(store, "beta", 8, user="bob", start=T0 + timedelta(days=2), state="OUT_OF_MEMORY",
+                  " WHERE job_id = 424202")
+    add_job(store, "beta", 737301, user="bob", start=T0 + timedelta(days=1))
+    add_job(store, "beta", 737302, user="bob", start=T0 + timedelta(days=2), state="OUT_OF_MEMORY",
             total_cpu=50.0)
     return store
 
@@ -89,7 +89,7 @@ def build_site(root: Path) -> Site:
         # The advice engineer's dict on one finding, as the analysis will store it.
         store.execute(
             "UPDATE analysis_findings SET metrics = json_merge_patch(metrics, ?)"
-            " WHERE job_id = 7 AND severity = 'serious'", [json.dumps({"advice": ADVICE})])
+            " WHERE job_id = 737301 AND severity = 'serious'", [json.dumps({"advice": ADVICE})])
         pub = publish(store, Path(config.server.publish_dir),
                       bundles_dir=Path(config.analysis.result_dir))
     finally:

@@ -36,8 +36,7 @@ from watcher.errors import TuringwatchError
 from watcher.letters.bundle import BundleError, check_period_id, open_bundle
 from watcher.letters.render import RenderedLetter
 from watcher.store import Cursor, Store, StoreError, named_statements
-from watcher.store.publish import BUNDLES, CURRENT, SNAPSHOT
-from watcher.store.published import current_generation
+from watcher.store.published import CURRENT, current_generation
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,6 +46,10 @@ SORTS = {  # the job list's orders: key -> ORDER BY
     "idle_core_hours": "idle_core_hours DESC NULLS LAST, sort_time DESC NULLS LAST, job_id DESC",
     "idle_gpu_hours": "idle_gpu_hours DESC NULLS LAST, sort_time DESC NULLS LAST, job_id DESC",
 }
+# The layout of a generation (watcher/store/publish.py writes it; the web floor may not import
+# the writer, see webserver/ruff.toml): tests/test_web_data.py checks the two agree.
+SNAPSHOT = "snapshot.duckdb"
+BUNDLES = "bundles"
 CACHE_ENTRIES = 512  # per generation: job details, charts, letters (a job's is tens of kB)
 
 

@@ -1,0 +1,48 @@
+"""A job's page: requested against used, how it ended, each finding with its fix, its charts
+per node and step, its steps and top processes; or, for a job with accounting data only,
+what accounting says and that no samples were taken."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, render_template
+
+from webserver.auth import login_required
+from webserver.charts import Chart, job_charts
+from webserver.data import Generation, JobDetail
+from webserver.pages.common import generation, rules, scope
+
+bp = Blueprint("job", __name__)
+
+
+def load(cluster: str, job_id: int) -> tuple[Generation, dict[str, Any], JobDetail]:
+    """The job if the viewer may see it, else 404 (the same for a job that is not there)."""
+    user = scope()
+    g = generation()
+    row = g.job(cluster, job_id, user)
+    if row is None:
+        abort(404, description="No such job among the jobs you may see.")
+    return g, row, g.job_detail(cluster, job_id)
+
+
+def glance(row: dict[str, Any], detail: JobDetail) -> dict[str, Any]:
+    """Requested against used: cores, memory, GPUs, time."""
+    elapsed = row["elapsed_s"] or 0
+    peak = max((v for pts in detail.memory.values() for _, v in pts if v is not None),
+               default=None)
+    gpu_util = [v for pts in detail.gpu_util.values() for _, v in pts if v is not None]
+    return {
+        "cores_used": row["total_cpu_s"] / elapsed if row["total_cpu_s"] and elapsed else None,
+        "memory_used": row["max_rss_bytes"] or peak,
+        "gpu_util": sum(gpu_util) / len(gpu_util) if gpu_util else row["gpu_util_pct"],
+    }
+
+
+@bp.get("/jobs/<cluster>/<int:job_id>")
+@login_required
+def job(cluster: str, job_id: int) -> str:
+    g, row, detail = load(cluster, job_id)
+    charts: list[Chart] = g.cached(("charts", cluster, job_id), lambda: job_charts(detail, row))
+    return render_template("web/job.html.j2", job=row, detail=detail, charts=charts,
+                           rules=rules(), glance=glance(row, detail))
