@@ -32,6 +32,15 @@ MAY_IMPORT = {
     # The web site reads what the server publishes; never the job watcher.
     "web": {"shared", "site", "web"},
 }
+# Of the site side, the web floor imports only what reads what the server publishes (the
+# published snapshot, the store opened read-only, bundles and what describes their content):
+# never the server, the mailer, the engine or a store writer (docs/architecture.md).
+WEB_READS = {
+    "watcher.store",  # Store, opened read_only=True only (test_web_opens_stores_read_only)
+    "watcher.store.published",
+    "watcher.analysis", "watcher.analysis.model", "watcher.analysis.rules", "watcher.analysis.sections",
+    "watcher.letters", "watcher.letters.bundle", "watcher.letters.view",
+}
 
 
 def floor_of(module: str) -> str | None:
@@ -101,6 +110,28 @@ def violations(path: Path, module: str) -> list[str]:
             continue
         if target not in MAY_IMPORT[floor]:
             wrong.append(f"{module} ({floor}) imports {name} ({target})")
+        elif floor == "web" and target == "site" and name not in WEB_READS:
+            wrong.append(f"{module} (web) imports {name} (site, not a reader of what is published)")
+    return wrong + writable_stores(path, module)
+
+
+def writable_stores(path: Path, module: str) -> list[str]:
+    """Calls in a web module that open a store (``Store(...)``, ``Store.site(...)``) without
+    ``read_only=True``: the web site never holds a writable store."""
+    if floor_of(module) != "web":
+        return []
+    wrong = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        opens = (isinstance(func, ast.Name) and func.id == "Store") or (
+            isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+            and func.value.id == "Store")
+        read_only = any(k.arg == "read_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                        for k in node.keywords)
+        if opens and not read_only:
+            wrong.append(f"{module} (web) opens a store without read_only=True (line {node.lineno})")
     return wrong
 
 
@@ -132,6 +163,21 @@ def test_every_floor_is_documented() -> None:
         ("watcher.mailer.probe", "from watcher import card\n",
          ["watcher.mailer.probe (site) imports watcher.card (node)"]),
         ("watcher.card.probe", "from watcher.analysis.engine import analyze_session\n", []),
+        ("webserver.probe", "from watcher.store.published import current_generation\n", []),
+        ("webserver.probe", "from watcher.analysis.model import Finding\n", []),
+        ("webserver.probe", "from watcher.letters.bundle import read_manifest\n", []),
+        ("webserver.probe", "import watcher.card.render\n",
+         ["webserver.probe (web) imports watcher.card.render (node)"]),
+        ("webserver.probe", "from watcher.store.publish import publish\n",
+         ["webserver.probe (web) imports watcher.store.publish (site, not a reader of what is published)"]),
+        ("webserver.probe", "from watcher.server import daemon\n",
+         ["webserver.probe (web) imports watcher.server (site, not a reader of what is published)",
+          "webserver.probe (web) imports watcher.server.daemon (site, not a reader of what is published)"]),
+        ("webserver.probe", "from watcher.store import Store\ns = Store.site(c)\n",
+         ["webserver.probe (web) opens a store without read_only=True (line 2)"]),
+        ("webserver.probe", "from watcher.store import Store\ns = Store.site(c, read_only=True)\n", []),
+        ("webserver.probe", "from watcher.store import Store\ns = Store(p, read_only=False)\n",
+         ["webserver.probe (web) opens a store without read_only=True (line 2)"]),
         ("watcher.newthing", "import os\n",
          ["watcher.newthing stands on no floor: add it to FLOORS here and to docs/architecture.md"]),
     ],

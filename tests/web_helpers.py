@@ -1,26 +1,62 @@
-"""A published site for the web tests: two users' jobs, analysed, lettered and published.
+"""Building the web site for a test: a Config whose [web] section is given, a private session
+key in tmp_path, and the Flask app over it (webserver.create_app).
+
+And a published site for the pages' tests (build_site): two users' jobs, analysed, lettered
+and published.
 
 alice: job alpha:424201 sampled on two nodes with two idle GPUs each (GPU and CPU findings, one
 of them carrying the advice dict of common.md), alpha:424202 that FAILED by SIGSEGV with only
-accounting data. bob: beta:737301 sampled (CPU underuse), beta:737302 accounting only and OUT_OF_MEMORY.
+accounting data. bob: beta:737301 sampled (CPU underuse), beta:737302 accounting only and
+OUT_OF_MEMORY.
 carol is the admin. The letters of week 2026-W47 are in the published bundle.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+from flask import Flask
 from test_publish import T0, WEEK, add_job, session_lines
 
 from watcher.analysis.engine import analyze_period
-from watcher.config import Config, load_config
+from watcher.config import Config, WebSettings, load_config
 from watcher.letters.bundle import write_bundle
 from watcher.store import Store
 from watcher.store.publish import Publication, publish
 from watcher.store.spool_loader import apply_lines
+from webserver import create_app
+
+
+def secret_file(tmp_path: Path, name: str = "session-key", text: str | None = None) -> Path:
+    """A private file holding a secret (read_secret refuses one others can read)."""
+    path = tmp_path / name
+    path.write_text(text if text is not None else secrets.token_urlsafe(32) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def web_config(tmp_path: Path, **web: Any) -> Config:
+    """The default Config with [web] settings ``web`` and a session key in ``tmp_path``."""
+    web.setdefault("secret_key_file", str(secret_file(tmp_path)))
+    config = Config()
+    return dataclasses.replace(config, web=WebSettings(**web))
+
+
+def header_app(tmp_path: Path, **web: Any) -> Flask:
+    """The app logging in by X-Remote-User (from loopback, the test client's address)."""
+    web.setdefault("trusted_header", "X-Remote-User")
+    app = create_app(web_config(tmp_path, **web))
+    app.config["TESTING"] = True
+    return app
+
+
+# -- a published site ----------------------------------------------------------------------
 
 WEB_URL = "https://tw.example"
 ADVICE = {"sentence": "Kept 1.0 of 4 cores busy; 3.0 core-hours reserved and idle.",
