@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, render_template
 
 from watcher.jobstate import end_state
@@ -14,10 +12,9 @@ bp = Blueprint("home", __name__)
 PERIOD_LINES = 60  # an admin's home lists every user's periods: the newest ones
 
 
-@bp.app_context_processor
-def _helpers() -> dict[str, Any]:
-    # How a job ended, said as everywhere else (watcher/jobstate.py), in every page.
-    return {"end_state": end_state}
+# How a job ended, said as everywhere else (watcher/jobstate.py): a global, so that macros
+# imported without the page's context see it too.
+bp.add_app_template_global(end_state, "end_state")
 
 
 @bp.get("/")
