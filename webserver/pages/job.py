@@ -39,10 +39,29 @@ def glance(row: dict[str, Any], detail: JobDetail) -> dict[str, Any]:
     }
 
 
+def grouped(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per rule, with every place it was found (each GPU, each node's step), so a
+    job with eight idle GPUs reads one explanation, not eight; the first advice found wins."""
+    by_rule: dict[str, dict[str, Any]] = {}
+    for f in findings:  # already in severity order
+        entry = by_rule.setdefault(f["rule"], {"rule": f["rule"], "severity": f["severity"],
+                                               "places": [], "advice": None})
+        where = " ".join(x for x in (
+            f"step {f['step']}" if f["step"] else "", f"on {f['node']}" if f["node"] else "",
+            str(f["gpu"]) if f["gpu"] else "") if x)
+        if where:
+            entry["places"].append(where)
+        advice = f["metrics"].get("advice")
+        if entry["advice"] is None and isinstance(advice, dict) and advice.get("sentence"):
+            entry["advice"] = advice
+    return list(by_rule.values())
+
+
 @bp.get("/jobs/<cluster>/<int:job_id>")
 @login_required
 def job(cluster: str, job_id: int) -> str:
     g, row, detail = load(cluster, job_id)
     charts: list[Chart] = g.cached(("charts", cluster, job_id), lambda: job_charts(detail, row))
     return render_template("web/job.html.j2", job=row, detail=detail, charts=charts,
-                           rules=rules(), glance=glance(row, detail))
+                           findings=grouped(detail.findings), rules=rules(),
+                           glance=glance(row, detail))
