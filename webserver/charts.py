@@ -140,7 +140,7 @@ def utilization_chart(rows: list[dict[str, Any]]) -> Chart | None:
         for j, key in enumerate(("core_hours", "busy_core_hours")):
             v = r[key] or 0.0
             out.append(f'<rect x="{x + j * bar:.1f}" y="{py(v):.1f}" width="{bar:.1f}" '
-                       f'height="{max(0.0, py(0) - py(v)):.1f}" fill="{PALETTE[j]}"/>')
+                       f'height="{max(0.0, py(0) - py(v)):.1f}" fill="{PALETTE[2 * j]}"/>')
         if i % every == 0:
             out.append(f'<text x="{left + slot * (i + 0.5):.1f}" y="{height - 24}" class="tick" '
                        f'text-anchor="middle">{r["day"].strftime("%d %b")}</text>')
@@ -148,7 +148,7 @@ def utilization_chart(rows: list[dict[str, Any]]) -> Chart | None:
                f'{top + plot_h / 2:.0f})" text-anchor="middle">core-hours</text>')
     for j, label in enumerate(("reserved", "busy")):
         out.append(f'<text x="{left + 150 * j}" y="{top - 12}" class="legend" '
-                   f'fill="{PALETTE[j]}">{label}</text>')
+                   f'fill="{PALETTE[2 * j]}">{label}</text>')
     out.append("</svg>")
     return Chart("utilization", "Cluster utilization", "\n".join(out))
 

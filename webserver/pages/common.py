@@ -9,10 +9,12 @@ with ``?user=<name>``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, abort, current_app, request
+from flask import Flask, abort, current_app, render_template, request
+from markupsafe import Markup
 
 from watcher.analysis.model import RuleInfo, to_json
 from watcher.analysis.rules import RuleError, load_rules
@@ -47,6 +49,18 @@ def generation() -> Generation:
         current_app.logger.warning("%s", exc)
         abort(503, description="Nothing has been published yet: the site shows what the "
                                "turingwatch server publishes. Try again in a few minutes.")
+
+
+def page(title: str, key: tuple[Any, ...], template: str,
+         context: Callable[[], dict[str, Any]]) -> str:
+    """The page: its body ``template`` rendered with ``context()`` once per generation and
+    ``key`` (which must name everything the body depends on: scope, query, the viewer where it
+    shows them), put in the layout, which is rendered for every request (the viewer's name,
+    their CSRF token). ``context`` is called only when the body is not cached yet."""
+    g = generation()
+    body = g.cached(("page", template, *key),
+                    lambda: Markup(render_template(template, **context())))
+    return render_template("web/page.html.j2", title=title, content=body)
 
 
 def viewer() -> Viewer:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, abort
 
 from webserver.auth import login_required
-from webserver.charts import Chart, job_charts
+from webserver.charts import job_charts
 from webserver.data import Generation, JobDetail
-from webserver.pages.common import generation, rules, scope
+from webserver.pages.common import generation, page, rules, scope
 
 bp = Blueprint("job", __name__)
 
@@ -60,8 +60,9 @@ def grouped(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @bp.get("/jobs/<cluster>/<int:job_id>")
 @login_required
 def job(cluster: str, job_id: int) -> str:
-    g, row, detail = load(cluster, job_id)
-    charts: list[Chart] = g.cached(("charts", cluster, job_id), lambda: job_charts(detail, row))
-    return render_template("web/job.html.j2", job=row, detail=detail, charts=charts,
-                           findings=grouped(detail.findings), rules=rules(),
-                           glance=glance(row, detail))
+    _g, row, detail = load(cluster, job_id)  # 404 unless the viewer may see it
+    # The body shows the job only, whoever looks: one cached copy per generation and job.
+    return page(f"Job {row['job_id_display']}", (cluster, job_id), "web/job.html.j2",
+                lambda: dict(job=row, detail=detail, charts=job_charts(detail, row),
+                             findings=grouped(detail.findings), rules=rules(),
+                             glance=glance(row, detail)))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, request
 
 from webserver.auth import login_required
 from webserver.data import SORTS
-from webserver.pages.common import config, generation, job_query, rules, scope
+from webserver.pages.common import config, generation, job_query, page, rules, scope, viewer
 
 bp = Blueprint("jobs", __name__)
 SORT_LABELS = {"recent": "newest first", "idle_core_hours": "idle core-hours",
@@ -19,9 +19,9 @@ def jobs() -> str:
     user = scope()
     g = generation()
     query = job_query(config().web.page_size)
-    page = g.jobs(user, query)
     args = {k: v for k, v in request.args.items() if k != "page" and v}
-    return render_template(
-        "web/jobs.html.j2", user=user, page=page, query=query, filters=g.job_filters(user),
-        sorts={k: SORT_LABELS[k] for k in SORTS}, rules=rules(), args=args,
+    return page(
+        "Jobs", (viewer().is_admin, user, query), "web/jobs.html.j2", lambda: dict(
+            user=user, page=g.jobs(user, query), query=query, filters=g.job_filters(user),
+            sorts={k: SORT_LABELS[k] for k in SORTS}, rules=rules(), args=args),
     )
