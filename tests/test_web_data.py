@@ -117,3 +117,16 @@ def test_downsample_keeps_at_most_the_limit_and_the_mean():
     out = downsample(points, 100)
     assert len(out) <= 100 and sum(v for _, v in out) / len(out) == pytest.approx(0.5, abs=0.02)
     assert downsample([(0.0, None), (1.0, 2.0)]) == [(1.0, 2.0)]
+
+
+def test_concurrent_readers_share_a_bounded_pool_of_cursors(published):
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = published.current()
+    with ThreadPoolExecutor(16) as pool:
+        totals = list(pool.map(lambda i: g.jobs("alice" if i % 2 else "bob",
+                                                JobQuery(name=f"x{i}" if i % 5 == 0 else None)).total,
+                               range(200)))
+    assert {t for i, t in enumerate(totals) if i % 5 and i % 2} == {2}
+    assert {t for i, t in enumerate(totals) if i % 5 == 0} == {0}
+    assert g._made <= data.POOL

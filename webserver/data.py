@@ -7,8 +7,8 @@ when it names a new generation, opens that one; requests already running keep th
 :class:`Generation` they started with, and the one before it is closed only once a newer one
 replaced it too, so a swap never pulls a snapshot from under a reader. No restart is needed.
 
-A :class:`Generation` attaches its snapshot read-only to a private in-memory
-:class:`watcher.store.Store`, builds once there the small per-job table the pages read
+A :class:`Generation` opens its snapshot read-only (:class:`watcher.store.Store`), and keeps
+a small pool of cursors, each holding the per-job and per-period TEMP tables the pages read
 (queries.sql ``prepare_*``) and caches what is costly to rebuild (a job's samples,
 its charts, a letter) per key, bounded. Everything a generation says is one consistent view.
 
@@ -24,17 +24,19 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from queue import Empty, LifoQueue
 from typing import Any, TypeVar
 
 import duckdb
 
 from watcher.errors import TuringwatchError
+from watcher.letters import RenderedLetter
 from watcher.letters.bundle import BundleError, check_period_id, open_bundle
-from watcher.letters.render import RenderedLetter
 from watcher.store import Cursor, Store, StoreError, named_statements
 from watcher.store.published import CURRENT, current_generation
 
@@ -50,7 +52,8 @@ SORTS = {  # the job list's orders: key -> ORDER BY
 # the writer, see webserver/ruff.toml): tests/test_web_data.py checks the two agree.
 SNAPSHOT = "snapshot.duckdb"
 BUNDLES = "bundles"
-CACHE_ENTRIES = 512  # per generation: job details, charts, letters (a job's is tens of kB)
+CACHE_ENTRIES = 512  # per generation: job details, charts, page bodies (tens of kB each)
+POOL = 3  # prepared cursors per generation at most
 
 
 class DataError(TuringwatchError):
@@ -121,28 +124,55 @@ class Generation:
             raise DataError(f"cannot read the publication {path}: {exc}") from exc
         self.number = int(self.manifest.get("generation", 0))
         self.sql = _statements()
-        # A private in-memory store with the snapshot attached read-only: DuckDB refuses to
-        # create tables beside a database opened read-only, and the per-job table must be
-        # shared by every cursor (attached databases are; TEMP tables are one cursor's).
-        self.store = Store(":memory:")
         try:
-            with self.store.cursor() as cur:
-                snapshot = str(path / SNAPSHOT).replace("'", "''")
-                cur.execute(f"ATTACH '{snapshot}' AS snap (READ_ONLY)")
-                for name in ("prepare_schema", "prepare_jobs", "prepare_periods"):
-                    cur.execute(self.sql[name])
-        except duckdb.Error as exc:
-            self.store.close()
-            raise DataError(f"cannot read the published snapshot of {path}: {exc}") from exc
+            self.store = Store(path / SNAPSHOT, read_only=True)
+        except StoreError as exc:
+            raise DataError(f"cannot open the published snapshot of {path}: {exc}") from exc
+        self._cursors = ExitStack()  # every cursor made, closed with the generation
+        self._pool: LifoQueue[Cursor] = LifoQueue()
+        self._made = 0
+        self._pool_lock = threading.Lock()
+        try:
+            self._pool.put(self._prepared())  # the first now: a broken snapshot fails here
         except BaseException:
-            self.store.close()
+            self.close()
             raise
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
         self._building: dict[tuple[Any, ...], threading.Lock] = {}
 
     def close(self) -> None:
+        with self._pool_lock:
+            self._cursors.close()
         self.store.close()
+
+    def _prepared(self) -> Cursor:
+        """A new cursor with the per-job and per-period TEMP tables (a cursor's own: DuckDB
+        keeps TEMP tables per connection, and allows no other table beside a read-only one)."""
+        with self._pool_lock:
+            cur = self._cursors.enter_context(self.store.cursor())
+            self._made += 1
+        try:
+            for name in ("prepare_jobs", "prepare_periods"):
+                cur.execute(self.sql[name])
+        except duckdb.Error as exc:
+            raise DataError(f"cannot read the published snapshot of {self.path}: {exc}") from exc
+        return cur
+
+    @contextmanager
+    def _cursor(self) -> Iterator[Cursor]:
+        """A prepared cursor of the pool, for one thread at a time; a new one only while all
+        are busy and fewer than POOL exist (most requests are served from the caches)."""
+        try:
+            cur = self._pool.get_nowait()
+        except Empty:
+            with self._pool_lock:
+                more = self._made < POOL
+            cur = self._prepared() if more else self._pool.get()
+        try:
+            yield cur
+        finally:
+            self._pool.put(cur)
 
     # -- plumbing -----------------------------------------------------------------------------
     def rows(self, name: str, **params: Any) -> list[dict[str, Any]]:
@@ -150,12 +180,13 @@ class Generation:
         return self._rows(self.sql[name], params)
 
     def _rows(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        def run(cur: Cursor) -> list[dict[str, Any]]:
-            result = cur.execute(sql, params)
-            names = [d[0] for d in result.description]
-            return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
-
-        return self.store.read(run)
+        with self._cursor() as cur:
+            try:
+                result = cur.execute(sql, params)
+                names = [d[0] for d in result.description]
+                return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+            except duckdb.Error as exc:
+                raise DataError(f"cannot read {self.path}: {exc}") from exc
 
     def cached(self, key: tuple[Any, ...], build: Callable[[], T]) -> T:
         """``build()`` once per key in this generation; concurrent callers of one key wait for
@@ -213,10 +244,10 @@ class Generation:
                   "name": query.name or None, "start": start, "end": end}
         where = self.sql["jobs_where"]
         order = SORTS.get(query.sort, SORTS["recent"])
-        total = self._rows(f"SELECT count(*) AS n FROM tw_web.jobs {where}", params)[0]["n"]
+        total = self._rows(f"SELECT count(*) AS n FROM tw_jobs {where}", params)[0]["n"]
         offset = (max(1, query.page) - 1) * query.page_size
         rows = self._rows(
-            f"SELECT * FROM tw_web.jobs {where} ORDER BY {order}"
+            f"SELECT * FROM tw_jobs {where} ORDER BY {order}"
             f" LIMIT {int(query.page_size)} OFFSET {int(offset)}", params)
         return JobPage(rows, int(total), query)
 

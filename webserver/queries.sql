@@ -1,28 +1,25 @@
 -- What the web site reads from a published generation (webserver/data.py), one statement per
--- name. They run in a private in-memory database with the generation's snapshot.duckdb attached
--- READ_ONLY as snap (so every published table is named snap.<table>); schema tw_web in memory
--- holds what the pages need per job, built once per generation (prepare_*), so that a request
--- reads a few hundred rows, never a sample table whole.
+-- name, on cursors of the generation's snapshot.duckdb opened read-only. Each cursor of the
+-- generation's small pool holds TEMP tables tw_jobs and tw_periods with what the pages need
+-- per job and per period (prepare_*, built when the cursor is made), so that a request reads a
+-- few hundred rows, never a sample table whole.
 --
 -- Parameters are named. $user is the viewer's user name, or NULL for an admin who sees
 -- everyone: every statement that returns a user's data filters on it, so a page cannot forget.
-
--- name: prepare_schema
-CREATE SCHEMA tw_web
 
 -- name: prepare_jobs
 -- One row per accounted job: its end, requests, efficiencies and waste (common.md: idle
 -- core-hours = (elapsed × cores − CPU time)/3600, never below 0; idle GPU-hours = elapsed ×
 -- GPUs × (1 − mean GPU utilization)/3600), whether it was sampled, and the rules found on it.
-CREATE TABLE tw_web.jobs AS
+CREATE TEMP TABLE tw_jobs AS
 WITH sampled AS (
     SELECT cluster, job_id, count(*) AS sessions, list(DISTINCT node ORDER BY node) AS nodes
-    FROM snap.sessions WHERE job_id IS NOT NULL GROUP BY ALL
+    FROM sessions WHERE job_id IS NOT NULL GROUP BY ALL
 ),
 gpu AS (
     SELECT s.cluster, s.job_id, avg(g.util_pct) AS gpu_util_pct,
            count(DISTINCT g.gpu_uuid) AS gpus_seen
-    FROM snap.gpu_samples AS g JOIN snap.sessions AS s USING (session_id)
+    FROM gpu_samples AS g JOIN sessions AS s USING (session_id)
     WHERE s.job_id IS NOT NULL GROUP BY ALL
 ),
 found AS (
@@ -30,7 +27,7 @@ found AS (
            count(DISTINCT rule) FILTER (WHERE severity = 'serious') AS serious,
            count(DISTINCT rule) FILTER (WHERE severity = 'medium') AS medium,
            count(DISTINCT rule) FILTER (WHERE severity = 'info') AS info
-    FROM snap.analysis_findings WHERE job_id IS NOT NULL GROUP BY ALL
+    FROM analysis_findings WHERE job_id IS NOT NULL GROUP BY ALL
 )
 SELECT j.cluster, j.job_id, j.job_id_display, j.user_name, j.account, j.partition, j.job_name,
        j.state, j.exit_code, j.exit_signal, j.submit_time, j.start_time, j.end_time,
@@ -49,7 +46,7 @@ SELECT j.cluster, j.job_id, j.job_id_display, j.user_name, j.account, j.partitio
        coalesce(found.rules, []) AS rules, coalesce(found.serious, 0) AS serious,
        coalesce(found.medium, 0) AS medium, coalesce(found.info, 0) AS info,
        coalesce(j.end_time, j.start_time, j.submit_time) AS sort_time
-FROM snap.jobs AS j
+FROM jobs AS j
 LEFT JOIN sampled USING (cluster, job_id)
 LEFT JOIN gpu USING (cluster, job_id)
 LEFT JOIN found USING (cluster, job_id)
@@ -57,11 +54,11 @@ ORDER BY j.user_name, sort_time DESC NULLS LAST
 
 -- name: prepare_periods
 -- Each analysed period per user: one line of the home page.
-CREATE TABLE tw_web.periods AS
+CREATE TEMP TABLE tw_periods AS
 WITH runs AS (
     SELECT period_id, min(period_start) AS period_start, max(period_end) AS period_end,
            max(analysed_at) AS analysed_at
-    FROM snap.analysis_runs GROUP BY period_id
+    FROM analysis_runs GROUP BY period_id
 ),
 per_user AS (
     SELECT period_id, user_name, count(*) AS jobs,
@@ -71,14 +68,14 @@ per_user AS (
            sum((metrics->>'$.gpu_hours')::DOUBLE
                * greatest(1 - (metrics->>'$.gpu_avg_util_pct')::DOUBLE / 100, 0))
                AS idle_gpu_hours
-    FROM snap.analysis_jobs GROUP BY ALL
+    FROM analysis_jobs GROUP BY ALL
 ),
 found AS (
     SELECT period_id, user_name,
            count(*) FILTER (WHERE severity = 'serious') AS serious,
            count(*) FILTER (WHERE severity = 'medium') AS medium,
            count(*) FILTER (WHERE severity = 'info') AS info
-    FROM snap.analysis_findings GROUP BY ALL
+    FROM analysis_findings GROUP BY ALL
 )
 SELECT per_user.*, runs.period_start, runs.period_end, runs.analysed_at,
        coalesce(found.serious, 0) AS serious, coalesce(found.medium, 0) AS medium,
@@ -87,24 +84,24 @@ FROM per_user JOIN runs USING (period_id) LEFT JOIN found USING (period_id, user
 ORDER BY user_name, period_start DESC
 
 -- name: periods
-SELECT * FROM tw_web.periods
+SELECT * FROM tw_periods
 WHERE $user IS NULL OR user_name = $user
 ORDER BY period_start DESC, user_name
 
 -- name: period
-SELECT period_id, period_start, period_end FROM tw_web.periods
+SELECT period_id, period_start, period_end FROM tw_periods
 WHERE period_id = $period AND ($user IS NULL OR user_name = $user)
 LIMIT 1
 
 -- name: job_filters
 -- The choices the job list offers: the viewer's states, rules and periods.
-SELECT 'state' AS kind, state AS value FROM tw_web.jobs
+SELECT 'state' AS kind, state AS value FROM tw_jobs
 WHERE $user IS NULL OR user_name = $user GROUP BY ALL
 UNION ALL
-SELECT DISTINCT 'rule', unnest(rules) FROM tw_web.jobs
+SELECT DISTINCT 'rule', unnest(rules) FROM tw_jobs
 WHERE $user IS NULL OR user_name = $user
 UNION ALL
-SELECT 'period', period_id FROM tw_web.periods
+SELECT 'period', period_id FROM tw_periods
 WHERE $user IS NULL OR user_name = $user GROUP BY ALL
 ORDER BY 1, 2
 
@@ -118,24 +115,24 @@ WHERE ($user IS NULL OR user_name = $user)
   AND ($end IS NULL OR coalesce(start_time, submit_time) < $end)
 
 -- name: job
-SELECT * FROM tw_web.jobs
+SELECT * FROM tw_jobs
 WHERE cluster = $cluster AND job_id = $job_id AND ($user IS NULL OR user_name = $user)
 
 -- name: job_sessions
 -- The sampled sessions of one job (the sessions table is small: one row per job and node).
 SELECT session_id, node, user_name, started_at, ended_at, interval_s, cores_available,
        mem_requested_bytes, gpu_status, exit_code, exit_signal
-FROM snap.sessions WHERE cluster = $cluster AND job_id = $job_id
+FROM sessions WHERE cluster = $cluster AND job_id = $job_id
 ORDER BY node, started_at
 
 -- name: job_steps
 SELECT step, step_name, state, exit_code, exit_signal, start_time, end_time, elapsed_s, nnodes,
        ntasks, ncpus, ngpus, total_cpu_s, max_rss_bytes, max_rss_node
-FROM snap.job_steps WHERE cluster = $cluster AND job_id = $job_id
+FROM job_steps WHERE cluster = $cluster AND job_id = $job_id
 ORDER BY try_cast(step AS INTEGER) NULLS FIRST, step
 
 -- name: job_findings
-SELECT rule, severity, step, node, gpu, metrics FROM snap.analysis_findings
+SELECT rule, severity, step, node, gpu, metrics FROM analysis_findings
 WHERE cluster = $cluster AND job_id = $job_id
 QUALIFY row_number() OVER (PARTITION BY rule, step, node, gpu ORDER BY period_id DESC) = 1
 ORDER BY CASE severity WHEN 'serious' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, rule, step, node
@@ -149,21 +146,21 @@ SELECT node, step, epoch(ts) AS t,
        coalesce(mem_bytes, rss_bytes) AS mem_bytes,
        (read_bytes + write_bytes - lag(read_bytes + write_bytes) OVER w)
            / nullif(epoch(ts) - epoch(lag(ts) OVER w), 0) AS io_bytes_s
-FROM snap.step_samples WHERE list_contains($sessions, session_id)
+FROM step_samples WHERE list_contains($sessions, session_id)
 WINDOW w AS (PARTITION BY session_id, step ORDER BY ts)
 ORDER BY node, step, ts
 
 -- name: gpu_series
 SELECT node, gpu_index, epoch(ts) AS t, util_pct, mem_used_bytes, mem_total_bytes, power_w
-FROM snap.gpu_samples WHERE list_contains($sessions, session_id)
+FROM gpu_samples WHERE list_contains($sessions, session_id)
 ORDER BY node, gpu_index, ts
 
 -- name: top_processes
 -- The job's processes that used the most CPU: their own CPU time, largest RSS, last seen.
 SELECT x.node, p.comm, p.pid, max(p.cpu_user_s + p.cpu_system_s) AS cpu_s,
        max(p.rss_bytes) AS rss_bytes, max(p.nthreads) AS threads, any_value(p.step) AS step
-FROM snap.process_samples AS p JOIN (
-    SELECT session_id, node FROM snap.sessions WHERE list_contains($sessions, session_id)
+FROM process_samples AS p JOIN (
+    SELECT session_id, node FROM sessions WHERE list_contains($sessions, session_id)
 ) AS x USING (session_id)
 WHERE list_contains($sessions, p.session_id)
 GROUP BY x.node, p.comm, p.pid, p.start_ticks
@@ -172,21 +169,21 @@ LIMIT 10
 
 -- name: findings_per_rule
 SELECT period_id, rule, severity, count(*) AS findings, count(DISTINCT user_name) AS users
-FROM snap.analysis_findings GROUP BY ALL ORDER BY period_id DESC, findings DESC, rule
+FROM analysis_findings GROUP BY ALL ORDER BY period_id DESC, findings DESC, rule
 
 -- name: findings_per_user
 SELECT period_id, user_name,
        count(*) FILTER (WHERE severity = 'serious') AS serious,
        count(*) FILTER (WHERE severity = 'medium') AS medium,
        count(*) FILTER (WHERE severity = 'info') AS info
-FROM snap.analysis_findings GROUP BY ALL
+FROM analysis_findings GROUP BY ALL
 ORDER BY period_id DESC, serious DESC, medium DESC, user_name
 LIMIT 200
 
 -- name: top_wasters
 SELECT user_name, count(*) AS jobs, sum(core_hours) AS core_hours,
        sum(idle_core_hours) AS idle_core_hours, sum(idle_gpu_hours) AS idle_gpu_hours
-FROM tw_web.jobs GROUP BY user_name
+FROM tw_jobs GROUP BY user_name
 ORDER BY idle_core_hours DESC NULLS LAST, idle_gpu_hours DESC NULLS LAST, user_name
 LIMIT 20
 
@@ -196,15 +193,15 @@ SELECT (start_time AT TIME ZONE 'UTC')::DATE AS day, sum(core_hours) AS core_hou
        sum(core_hours - coalesce(idle_core_hours, 0)) AS busy_core_hours,
        sum(elapsed_s * gpus) / 3600 AS gpu_hours,
        sum(idle_gpu_hours) AS idle_gpu_hours
-FROM tw_web.jobs WHERE start_time IS NOT NULL GROUP BY ALL ORDER BY day
+FROM tw_jobs WHERE start_time IS NOT NULL GROUP BY ALL ORDER BY day
 
 -- name: freshness
-SELECT (SELECT max(finished_at) FROM snap.accounting_imports) AS last_import,
-       (SELECT max(analysed_at) FROM snap.analysis_runs) AS last_analysis,
-       (SELECT max(ts) FROM snap.sample_rounds) AS last_sample,
-       (SELECT max(imported_at) FROM snap.jobs) AS last_job_import,
-       (SELECT count(*) FROM tw_web.jobs) AS jobs,
-       (SELECT count(DISTINCT user_name) FROM tw_web.jobs) AS users
+SELECT (SELECT max(finished_at) FROM accounting_imports) AS last_import,
+       (SELECT max(analysed_at) FROM analysis_runs) AS last_analysis,
+       (SELECT max(ts) FROM sample_rounds) AS last_sample,
+       (SELECT max(imported_at) FROM jobs) AS last_job_import,
+       (SELECT count(*) FROM tw_jobs) AS jobs,
+       (SELECT count(DISTINCT user_name) FROM tw_jobs) AS users
 
 -- name: users
-SELECT DISTINCT user_name FROM tw_web.jobs ORDER BY 1
+SELECT DISTINCT user_name FROM tw_jobs ORDER BY 1
