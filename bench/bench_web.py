@@ -144,7 +144,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=40, help="per client and kind")
     parser.add_argument("--urls", type=int, default=50, help="distinct jobs and users")
-    parser.add_argument("--work", type=Path, default=None, help="keep the data here; reused when it holds a run's")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep the data here; reused when it holds a run's")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-web-"))
     work.mkdir(parents=True, exist_ok=True)

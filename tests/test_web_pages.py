@@ -143,3 +143,14 @@ def test_the_static_files_are_served(app):
     r = app.test_client().get("/static/site.css")
     assert r.status_code == 200 and b"prefers-color-scheme: dark" in r.data
     assert app.test_client().get("/static/favicon.svg").status_code == 200
+
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("/jobs/alpha/99999999999999999999999", 404), ("/jobs/alpha/-1", 404),
+    ("/jobs/a%2Fb/1", 404), ("/jobs?page=999999999999999999999", 200),
+    ("/jobs?sort=1;DROP TABLE jobs", 200), ("/jobs?state=%27;--", 200),
+    ("/letters/..%2F..%2Fetc", 404), ("/letters/2026-W47/alice/images/..%2Fx.png", 404),
+    ("/letters/2026-W47?user=../../x", 404), ("/api/v1/jobs?period=nope", 200),
+])
+def test_hostile_requests_are_refused_or_empty_never_a_crash(app, path, status):
+    page(app, path, status=status)

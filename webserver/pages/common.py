@@ -23,6 +23,7 @@ from webserver.auth import Viewer, current_viewer
 from webserver.data import DataError, Generation, JobQuery, PublishedSite
 
 EXTENSION = "turingwatch_published"
+MAX_PAGE = 1_000_000
 
 
 def config() -> Config:
@@ -85,9 +86,11 @@ def scope() -> str | None:
 def job_query(page_size: int) -> JobQuery:
     args = request.args
     try:
-        page = max(1, int(args.get("page", "1")))
+        page = int(args.get("page", "1"))
     except ValueError:
         abort(400, description="page must be a number")
+    # Past the last page is an empty page; past any page DuckDB could count to, the same.
+    page = min(max(1, page), MAX_PAGE)
     return JobQuery(period=args.get("period") or None, state=args.get("state") or None,
                     rule=args.get("rule") or None, name=args.get("name") or None,
                     sort=args.get("sort", "recent"), page=page, page_size=page_size)
