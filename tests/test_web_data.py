@@ -130,3 +130,20 @@ def test_concurrent_readers_share_a_bounded_pool_of_cursors(published):
     assert {t for i, t in enumerate(totals) if i % 5 and i % 2} == {2}
     assert {t for i, t in enumerate(totals) if i % 5 == 0} == {0}
     assert g._made <= data.POOL
+
+
+def test_in_the_background_the_old_generation_answers_until_the_new_one_is_open(site):
+    import time
+
+    p = PublishedSite(site.publish_dir, background=True)
+    try:
+        first = p.current()  # nothing open yet: opened before it returns
+        republish(site)
+        assert p.current() is first  # the new one is being opened meanwhile
+        deadline = time.monotonic() + 30
+        while p.current() is first:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert p.current().number == first.number + 1
+    finally:
+        p.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 
 import pytest
 from test_publish import T0, add_job
@@ -127,7 +128,11 @@ def test_a_new_publication_shows_without_a_restart(site, app):
     with Store(site.store_path) as store:
         add_job(store, "alpha", 424299, start=T0)
     republish(site)
-    assert "424299" in page(app, "/jobs")
+    # The new generation opens in the background; pages come from the old one meanwhile.
+    deadline = time.monotonic() + 30
+    while "424299" not in page(app, "/jobs"):
+        assert time.monotonic() < deadline, "the new publication never showed"
+        time.sleep(0.05)
 
 
 def test_nothing_published_yet_is_a_503(tmp_path, site):

@@ -3,7 +3,8 @@
 The server publishes generations under ``server.publish_dir`` (watcher/store/publish.py):
 ``current`` names the newest, each holds a read-only ``snapshot.duckdb`` and the period
 bundles. :class:`PublishedSite` resolves ``current`` on every request (one ``readlink``) and,
-when it names a new generation, opens that one; requests already running keep the
+when it names a new generation, opens that one (in a thread, the site answering from the
+one before meanwhile); requests already running keep the
 :class:`Generation` they started with, and the one before it is closed only once a newer one
 replaced it too, so a swap never pulls a snapshot from under a reader. No restart is needed.
 
@@ -131,6 +132,7 @@ class Generation:
         self._cursors = ExitStack()  # every cursor made, closed with the generation
         self._pool: LifoQueue[Cursor] = LifoQueue()
         self._made = 0
+        self._growing = 0
         self._pool_lock = threading.Lock()
         try:
             self._pool.put(self._prepared())  # the first now: a broken snapshot fails here
@@ -161,18 +163,37 @@ class Generation:
 
     @contextmanager
     def _cursor(self) -> Iterator[Cursor]:
-        """A prepared cursor of the pool, for one thread at a time; a new one only while all
+        """A prepared cursor of the pool, for one thread at a time; another is made while all
         are busy and fewer than POOL exist (most requests are served from the caches)."""
         try:
             cur = self._pool.get_nowait()
         except Empty:
-            with self._pool_lock:
-                more = self._made < POOL
-            cur = self._prepared() if more else self._pool.get()
+            self._grow()
+            cur = self._pool.get()  # the first one freed, or the one being made
         try:
             yield cur
         finally:
             self._pool.put(cur)
+
+    def _grow(self) -> None:
+        """Make one more cursor in a thread, if the pool may grow: preparing takes as long as
+        opening the generation did, which no request should wait for when another cursor
+        will be free in milliseconds."""
+        with self._pool_lock:
+            if self._made + self._growing >= POOL:
+                return
+            self._growing += 1
+
+        def build() -> None:
+            try:
+                self._pool.put(self._prepared())
+            except DataError:
+                log.exception("cannot prepare another cursor of %s", self.path)
+            finally:
+                with self._pool_lock:
+                    self._growing -= 1
+
+        threading.Thread(target=build, daemon=True, name=f"cursor {self.name}").start()
 
     # -- plumbing -----------------------------------------------------------------------------
     def rows(self, name: str, **params: Any) -> list[dict[str, Any]]:
@@ -277,19 +298,24 @@ class Generation:
         detail = JobDetail(sessions, self.rows("job_steps", **key), findings, [])
         if not sessions:
             return detail
-        ids = [s["session_id"] for s in sessions]
-        detail.processes = self.rows("top_processes", sessions=ids)
+        ids = {f"s{i}": s["session_id"] for i, s in enumerate(sessions)}
+
+        def of_sessions(name: str) -> list[dict[str, Any]]:
+            sql = self.sql[name].replace("{sessions}", ", ".join(f"${k}" for k in ids))
+            return self._rows(sql, ids)
+
+        detail.processes = of_sessions("top_processes")
         requested = [s["mem_requested_bytes"] for s in sessions if s["mem_requested_bytes"]]
         detail.mem_requested_bytes = max(requested) if requested else None
         t0 = min(s["started_at"] for s in sessions).timestamp()
-        for row in self.rows("step_series", sessions=ids):
+        for row in of_sessions("step_series"):
             label = f"{row['node']} {row['step']}"
             t = row["t"] - t0
             detail.cores.setdefault(label, []).append((t, row["cores"]))
             detail.memory.setdefault(label, []).append((t, row["mem_bytes"]))
             detail.io.setdefault(label, []).append((t, row["io_bytes_s"]))
         totals = []
-        for row in self.rows("gpu_series", sessions=ids):
+        for row in of_sessions("gpu_series"):
             label = f"{row['node']} GPU {row['gpu_index']}"
             t = row["t"] - t0
             detail.gpu_util.setdefault(label, []).append((t, row["util_pct"]))
@@ -339,17 +365,24 @@ class Generation:
 
 
 class PublishedSite:
-    """The publish directory, and the generation it publishes now."""
+    """The publish directory, and the generation it publishes now.
 
-    def __init__(self, publish_dir: Path | str) -> None:
+    With ``background`` (the site), a new generation is opened in a thread while requests
+    keep being answered from the one before (opening prepares its tables: seconds for a
+    large week); without it (tests, scripts), :meth:`current` opens it before it returns.
+    """
+
+    def __init__(self, publish_dir: Path | str, *, background: bool = False) -> None:
         self.publish_dir = Path(publish_dir)
+        self.background = background
         self._lock = threading.Lock()
         self._current: Generation | None = None
         self._target: str | None = None
         self._previous: Generation | None = None
+        self._opening: str | None = None  # the target being opened in the background
 
     def current(self) -> Generation:
-        """The generation ``current`` names now: reopened only when it changed."""
+        """The generation ``current`` names now (or, while it opens, the one before)."""
         try:
             target = os.readlink(self.publish_dir / CURRENT)
         except OSError:
@@ -364,12 +397,34 @@ class PublishedSite:
             if self._current is not None and self._current.path == path:
                 self._target = target
                 return self._current
+            if self._current is not None and self.background:
+                if self._opening != target:
+                    self._opening = target
+                    threading.Thread(target=self._open, args=(path, target), daemon=True,
+                                     name=f"open {path.name}").start()
+                return self._current
+        return self._open(path, target)
+
+    def _open(self, path: Path, target: str | None) -> Generation:
+        try:
             opened = Generation(path)
-            log.info("reading publication %s", path)
+        except DataError:
+            with self._lock:
+                self._opening = None
+            if self._current is None or not self.background:
+                raise
+            log.exception("cannot open %s; still serving %s", path, self._current.path)
+            return self._current
+        log.info("reading publication %s", path)
+        with self._lock:
+            if self._current is not None and self._current.path == path:
+                opened.close()  # another request opened it meanwhile
+                return self._current
             if self._previous is not None:
                 # Two swaps ago: requests that started on it have long finished.
                 self._previous.close()
             self._previous, self._current, self._target = self._current, opened, target
+            self._opening = None
             return opened
 
     def close(self) -> None:

@@ -139,20 +139,22 @@ ORDER BY CASE severity WHEN 'serious' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END, ru
 
 -- name: step_series
 -- Per node and step: cores in use and I/O rate from the deltas of the cumulative counters,
--- memory as charged (the RSS sum for spools from before mem_bytes). $sessions: the job's.
+-- memory as charged (the RSS sum for spools from before mem_bytes). {sessions}: the job's
+-- session ids as parameters (data.py writes $s0, $s1, …): a list of constants DuckDB pushes
+-- into the scan, so only the row groups of those sessions are read, not the whole table.
 SELECT node, step, epoch(ts) AS t,
        (cpu_user_s + cpu_system_s - lag(cpu_user_s + cpu_system_s) OVER w)
            / nullif(epoch(ts) - epoch(lag(ts) OVER w), 0) AS cores,
        coalesce(mem_bytes, rss_bytes) AS mem_bytes,
        (read_bytes + write_bytes - lag(read_bytes + write_bytes) OVER w)
            / nullif(epoch(ts) - epoch(lag(ts) OVER w), 0) AS io_bytes_s
-FROM step_samples WHERE list_contains($sessions, session_id)
+FROM step_samples WHERE session_id IN ({sessions})
 WINDOW w AS (PARTITION BY session_id, step ORDER BY ts)
 ORDER BY node, step, ts
 
 -- name: gpu_series
 SELECT node, gpu_index, epoch(ts) AS t, util_pct, mem_used_bytes, mem_total_bytes, power_w
-FROM gpu_samples WHERE list_contains($sessions, session_id)
+FROM gpu_samples WHERE session_id IN ({sessions})
 ORDER BY node, gpu_index, ts
 
 -- name: top_processes
@@ -160,9 +162,9 @@ ORDER BY node, gpu_index, ts
 SELECT x.node, p.comm, p.pid, max(p.cpu_user_s + p.cpu_system_s) AS cpu_s,
        max(p.rss_bytes) AS rss_bytes, max(p.nthreads) AS threads, any_value(p.step) AS step
 FROM process_samples AS p JOIN (
-    SELECT session_id, node FROM sessions WHERE list_contains($sessions, session_id)
+    SELECT session_id, node FROM sessions WHERE session_id IN ({sessions})
 ) AS x USING (session_id)
-WHERE list_contains($sessions, p.session_id)
+WHERE p.session_id IN ({sessions})
 GROUP BY x.node, p.comm, p.pid, p.start_ticks
 ORDER BY cpu_s DESC
 LIMIT 10

@@ -38,7 +38,8 @@ def published(app: Flask | None = None) -> PublishedSite:
         from watcher.config import expand_path
 
         site = app.extensions.setdefault(
-            EXTENSION, PublishedSite(expand_path(app.config["TURINGWATCH_CONFIG"].server.publish_dir)))
+            EXTENSION, PublishedSite(expand_path(app.config["TURINGWATCH_CONFIG"].server.publish_dir),
+                                     background=True))
     return site
 
 
