@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SITE_AND_WEB_ONLY = ("numpy", "PIL", "css_inline", "flask", "authlib")
+SITE_AND_WEB_ONLY = ("numpy", "PIL", "css_inline", "flask", "authlib", "flask_wtf", "waitress", "webserver")
 
 # Runs `turingwatch run` in a Python where the [site] and [web] extras' modules cannot be imported.
 BLOCKED_RUN = f"""
@@ -55,3 +56,30 @@ def test_dependencies_are_split_by_role() -> None:
     assert any(d.startswith("flask") for d in extras["web"])
     duckdb = next(d for d in project["dependencies"] if d.startswith("duckdb"))
     assert "<2" in duckdb, "DuckDB 2.0 removed APIs: keep an upper bound on its major version"
+
+
+# What webserver/ imports from outside the project -> the [web] extra's requirement that brings it
+# (werkzeug, jinja2 and joserfc come with flask and authlib).
+WEB_IMPORTS = {"flask": "flask", "werkzeug": "flask", "jinja2": "flask", "authlib": "authlib",
+               "joserfc": "authlib", "requests": "requests", "flask_wtf": "flask-wtf", "waitress": "waitress"}
+
+
+def test_the_web_extra_brings_what_the_web_site_imports() -> None:
+    import ast
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    web = " ".join(project["optional-dependencies"]["web"])
+    base = {re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    stdlib = sys.stdlib_module_names
+    found: set[str] = set()
+    for path in [*(REPO / "webserver").rglob("*.py"), REPO / "watcher" / "commands" / "web.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                found.add(node.module.split(".")[0])
+    outside = found - set(stdlib) - {"watcher", "webserver", "__future__"} - base
+    assert outside <= WEB_IMPORTS.keys(), f"webserver imports {outside - WEB_IMPORTS.keys()}: add it to the [web] extra"
+    for module in outside:
+        assert WEB_IMPORTS[module] in web, f"{module} comes with {WEB_IMPORTS[module]}, missing from [web]"
+    assert "install_subdir('webserver'" in (REPO / "meson.build").read_text()

@@ -13,7 +13,7 @@ from flask_wtf.csrf import generate_csrf
 
 from tests.web_helpers import header_app, web_config
 from webserver import create_app
-from webserver.auth import Viewer, admin_required, local_path, login_required, may_see
+from webserver.auth import Viewer, admin_required, is_admin_user, local_path, login_required, may_see
 
 FROM_ELSEWHERE = {"REMOTE_ADDR": "192.0.2.7"}
 
@@ -145,3 +145,24 @@ def test_login_without_a_method_says_so(tmp_path: Path) -> None:
     assert session_client(tmp_path).get("/login").status_code == 404
     header_only = header_app(tmp_path).test_client().get("/login")
     assert header_only.status_code == 403 and b"did not" in header_only.data
+
+
+def test_logout_behind_a_login_proxy_says_where_to_log_out(tmp_path: Path) -> None:
+    client = with_pages(header_app(tmp_path)).test_client()
+    token = client.get("/token").data.decode()
+    got = client.post("/logout", data={"csrf_token": token}, headers={"X-Remote-User": "alice"})
+    assert got.status_code == 200 and b"Your login comes from the site&#39;s proxy" in got.data
+
+
+@pytest.mark.parametrize(("claims", "admin"), [
+    ({"groups": ["users", "hpc-admins"]}, True),
+    ({"groups": ["users"]}, False),
+    ({"groups": "users hpc-admins"}, True),  # roles as one space-separated string
+    ({"realm_access": {"roles": ["hpc-admins"]}}, True),  # Keycloak's nested roles, by a dotted name
+    ({"groups": {"hpc-admins": True}}, False),  # not a list: no admin by accident
+    ({}, False),
+])
+def test_admins_by_a_group_or_role_claim(tmp_path: Path, claims: dict, admin: bool) -> None:
+    claim_name = "realm_access.roles" if "realm_access" in claims else "groups"
+    config = web_config(tmp_path, admin_claim=claim_name, admin_values=["hpc-admins"])
+    assert is_admin_user(config, "alice", claims) is admin

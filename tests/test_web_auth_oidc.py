@@ -13,12 +13,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,65 +24,16 @@ import requests
 from flask.testing import FlaskClient
 from flask_wtf.csrf import generate_csrf
 
+from tests.oidc_helpers import Provider, free_port, running_provider
 from tests.web_helpers import secret_file, web_config
 from webserver import create_app
 
 pytestmark = pytest.mark.oidc
 
-@dataclass(frozen=True)
-class Provider:
-    url: str
-
-    @property
-    def discovery(self) -> str:
-        return self.url + "/.well-known/openid-configuration"
-
-    def client(self) -> tuple[str, str]:
-        """A client registered for the test site's callback: (client id, secret)."""
-        got = requests.post(f"{self.url}/oauth2/clients", timeout=5, json={
-            "redirect_uris": ["http://localhost/auth/callback"]})
-        got.raise_for_status()
-        return got.json()["client_id"], got.json()["client_secret"]
-
-    def user(self, sub: str, **claims: Any) -> str:
-        """Give the provider's user ``sub`` these claims (the mock's own API)."""
-        requests.put(f"{self.url}/users/{sub}", json=claims, timeout=5).raise_for_status()
-        return sub
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("oidc") / "provider.log"
-    env = {**os.environ, "AUTHLIB_INSECURE_TRANSPORT": "1"}  # the provider itself on plain http
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port),
-             "--require-nonce", "true"],
-            stdout=out, stderr=subprocess.STDOUT, env=env)
-    found = Provider(f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(found.discovery, timeout=1).raise_for_status()
-                break
-            except requests.RequestException:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"oidc-provider-mock did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.1)
+    with running_provider(tmp_path_factory.mktemp("oidc")) as found:
         yield found
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def site(tmp_path: Path, provider: Provider, *, secret: str | None = None, **web: Any) -> FlaskClient:
@@ -259,7 +206,7 @@ def test_a_wrong_client_secret_is_refused(tmp_path: Path, provider: Provider) ->
 
 
 def test_an_unreachable_provider_is_a_clear_502(tmp_path: Path) -> None:
-    dead = f"http://127.0.0.1:{_free_port()}/.well-known/openid-configuration"
+    dead = f"http://127.0.0.1:{free_port()}/.well-known/openid-configuration"
     app = create_app(web_config(tmp_path, oidc_discovery_url=dead, client_id="x"))
     got = app.test_client().get("/login")
     assert got.status_code == 502 and b"cannot be reached" in got.data

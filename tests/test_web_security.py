@@ -3,6 +3,7 @@ cookie's flags, CSRF on every form, and forwarded headers believed only from a t
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -111,6 +112,15 @@ def test_the_session_cookie_flags(tmp_path: Path, base_url: str, extra: dict[str
     assert "; httponly" in cookie and "; samesite=lax" in cookie and "; path=/" in cookie
     assert ("; secure" in cookie) is secure
     assert "max-age=600" in cookie or "expires=" in cookie
+
+
+def test_an_https_site_url_makes_the_cookie_secure_behind_any_proxy(tmp_path: Path) -> None:
+    app = probe_app(tmp_path)
+    config = app.config["TURINGWATCH_CONFIG"]
+    app.config["TURINGWATCH_CONFIG"] = dataclasses.replace(
+        config, site=dataclasses.replace(config.site, web_url="https://tw.example"))
+    got = app.test_client().get("/in", base_url="http://127.0.0.1:8741")  # a proxy without X-Forwarded-Proto
+    assert "; secure" in cookie_of(got).lower()
 
 
 def test_csrf_refuses_a_form_without_its_token(tmp_path: Path) -> None:

@@ -44,9 +44,10 @@ COMMANDS = {
     "status": "watcher.commands.server:status",
     "scrape": "watcher.commands.scrape:scrape",
     "distributor": "watcher.commands.distributor:distributor",
+    "web": "watcher.commands.web:web",
 }
 # Commands that log their progress as they work (INFO), shown on a terminal or the journal.
-PROGRESS_COMMANDS = {"import-accounting", "analyze", "mail", "server", "distributor"}
+PROGRESS_COMMANDS = {"import-accounting", "analyze", "mail", "server", "distributor", "web"}
 
 
 class CommandFailed(click.ClickException):

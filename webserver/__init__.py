@@ -18,7 +18,9 @@ what the server publishes, so any number of worker threads or processes may serv
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,8 @@ import jinja2
 from flask import Flask, Response, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from watcher.config import Config, ConfigError, load_config, read_secret
+from watcher.config import Config, ConfigError, expand_path, load_config, read_secret
+from watcher.errors import TuringwatchError
 from watcher.templating import FILTERS, shipped_templates
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,64 @@ class _Site(Flask):
         # The templates end in .j2, which Flask would not escape; the project's rule is that
         # everything is HTML but the plain-text letter (watcher.templating).
         return filename is None or not filename.endswith((".txt.j2", ".txt"))
+
+
+class ServingRefused(TuringwatchError):
+    """A configuration the site will not serve with (``turingwatch web`` exits 1 with it)."""
+
+
+def check_serving(config: Config) -> None:
+    """Refuse, before serving, what would make a site nobody can log in to, or one anybody can:
+    no session key, no login method, a trusted header open to every address, no data to show."""
+    try:
+        key = read_secret(config.web, "secret_key_file")
+        if configured_oidc(config):
+            read_secret(config.web, "client_secret_file")
+    except ConfigError as exc:
+        raise ServingRefused(str(exc)) from None
+    if key is None:
+        raise ServingRefused("web.secret_key_file is not set: the site needs a private file holding "
+                             "the key that signs its session cookies (docs/web.md)")
+    web = config.web
+    if (web.oidc_discovery_url or web.client_id) and not configured_oidc(config):
+        missing = "web.client_id" if web.oidc_discovery_url else "web.oidc_discovery_url"
+        raise ServingRefused(f"OpenID Connect is half configured: {missing} is not set")
+    if not configured_oidc(config) and not web.trusted_header:
+        raise ServingRefused("no login method: set web.oidc_discovery_url and web.client_id, or "
+                             "web.trusted_header behind a proxy that logs users in (docs/web.md)")
+    if web.trusted_header and not web.trusted_proxies and not listens_on_loopback(web.listen):
+        raise ServingRefused(
+            f"web.trusted_header ({web.trusted_header}) with web.listen = {web.listen!r}: anyone who "
+            "reaches that address could name any user; listen on 127.0.0.1 behind the proxy, or "
+            "name the proxy in web.trusted_proxies")
+    for entry in web.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ServingRefused(f"web.trusted_proxies: {entry!r} is not an address or network "
+                                 "(like 10.0.0.5 or 10.0.0.0/24)") from None
+    published = expand_path(config.server.publish_dir)
+    if not published.is_dir() or not os.access(published, os.R_OK | os.X_OK):
+        raise ServingRefused(f"server.publish_dir: {published} is not a directory this user can read "
+                             "(the site shows only what the server publishes there)")
+
+
+def configured_oidc(config: Config) -> bool:
+    return bool(config.web.oidc_discovery_url and config.web.client_id)
+
+
+def listens_on_loopback(listen: str) -> bool:
+    """Whether every address of ``web.listen`` ("host:port", space-separated) is loopback."""
+    for entry in listen.split():
+        host = entry.rpartition(":")[0].strip("[]")
+        if host == "localhost":
+            continue
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                return False
+        except ValueError:
+            return False  # a name, "" or "*": it may be any address
+    return True
 
 
 def create_app(config: Config | None = None) -> Flask:

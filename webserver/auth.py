@@ -31,7 +31,19 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, abort, current_app, g, jsonify, redirect, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from werkzeug.wrappers import Response
 
 from watcher.config import Config
@@ -245,7 +257,7 @@ def login() -> Any:
     try:
         return oidc.begin(next_path)
     except LoginRefused as exc:
-        abort(exc.code, description=str(exc))
+        return _refused(exc)
 
 
 @bp.get("/auth/callback")
@@ -258,21 +270,33 @@ def callback() -> Any:
         viewer, next_path = oidc.finish(_config())
     except LoginRefused as exc:
         log.warning("login refused from %s: %s", peer_address(), exc)
-        abort(exc.code, description=str(exc))
+        return _refused(exc)
     log.info("login: %s%s from %s", viewer.name, " (admin)" if viewer.is_admin else "", peer_address())
     start_session(viewer)
     return redirect(next_path)
 
 
+def _refused(exc: LoginRefused) -> Any:
+    """A failed login as the error page, with the way to start again."""
+    text = str(exc)
+    message = text[:1].upper() + text[1:] + ("" if text.endswith((".", ")")) else ".")
+    return render_template("web/error.html.j2", code=exc.code, title="Login failed", message=message,
+                           link=url_for("auth.login"), link_text="Log in again"), exc.code
+
+
 @bp.post("/logout")
 def logout() -> Any:
-    from flask import render_template
-
     viewer = current_viewer()
+    by_header = bool(session_viewer(_config()) is None and viewer is not None)
     session.clear()
     g.viewer = None
     if viewer is not None:
         log.info("logout: %s", viewer.name)
+    if by_header:
+        # The proxy logs this browser in on every request; only the proxy can log it out.
+        return render_template("web/error.html.j2", code=200, title="Logged in by the site's proxy",
+                               message="Your login comes from the site's proxy: close the browser, "
+                                       "or log out where you logged in.", link=None, link_text=None)
     return render_template("web/error.html.j2", code=200, title="Logged out",
                            message="You are logged out.", link=url_for("auth.login"),
                            link_text="Log in again")

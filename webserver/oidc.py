@@ -43,7 +43,9 @@ TIMEOUT_S = 10  # each request to the provider; a hung provider must not hang a 
 
 
 def configured(config: Config) -> bool:
-    return bool(config.web.oidc_discovery_url and config.web.client_id)
+    from webserver import configured_oidc
+
+    return configured_oidc(config)
 
 
 def init_app(app: Flask, config: Config) -> None:

@@ -9,7 +9,8 @@
   ``{{ csrf_token() }}``. GET never changes anything (the pages' rule, docs/web.md).
 - **The session cookie**: ``HttpOnly``, ``SameSite=Lax`` (the provider's redirect back to
   /auth/callback is a top-level GET, which Lax lets through), ``Secure`` unless the request is
-  plain HTTP between loopback addresses (a developer's browser on the same machine), and
+  plain HTTP between loopback addresses (a developer's browser on the same machine) and
+  ``site.web_url`` is not https, and
   lasting ``web.session_lifetime_s``.
 - **A proxy in front**: ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` are believed only from
   loopback and ``web.trusted_proxies``; from anyone else they are ignored, so a client cannot
@@ -87,7 +88,10 @@ def _headers(response: Response) -> Response:
 
 class _SessionInterface(SecureCookieSessionInterface):
     def get_cookie_secure(self, app: Flask) -> bool:
-        return request.is_secure or not plain_loopback()
+        # A site whose public URL is https is never plain HTTP to its users, whatever a proxy
+        # that forgot X-Forwarded-Proto makes this request look like.
+        public_https = app.config["TURINGWATCH_CONFIG"].site.web_url.startswith("https:")
+        return public_https or request.is_secure or not plain_loopback()
 
     def get_expiration_time(self, app: Flask, session: SessionMixin) -> datetime:
         # Every cookie expires (Flask's default is a browser-session cookie unless marked
