@@ -1,8 +1,8 @@
 """Latency of the web site under concurrent clients, against a static file of the same server.
 
 Generates the synthetic week (bench/synthetic_week.py), analyses it, publishes it
-(watcher/store/publish.py) and serves the site with waitress as ``turingwatch web`` does, in
-a process of its own, on loopback. Then ``--clients`` threads, each with its own keep-alive
+(watcher/store/publish.py) and serves the site with ``turingwatch web`` (waitress,
+``web.threads`` threads) on loopback. Then ``--clients`` threads, each with its own keep-alive
 connection, request in turn: a static file (/static/site.css, the floor: what waitress and
 Flask cost with no page behind them), job pages of sampled jobs, and home pages; each
 client logs in as the owner of what it asks for (the trusted header) and, like a browser,
@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from datetime import UTC, datetime
@@ -42,17 +42,6 @@ from watcher.analysis.periods import parse_period  # noqa: E402
 from watcher.config import load_config  # noqa: E402
 from watcher.store import Store  # noqa: E402
 from watcher.store.publish import publish  # noqa: E402
-
-SERVE = textwrap.dedent("""
-    import sys, waitress
-    from watcher.config import load_config
-    from webserver import create_app
-    config = load_config(sys.argv[1], environ={})
-    app = create_app(config)
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=config.web.threads)
-    print(server.effective_port, flush=True)
-    server.run()
-""")
 
 
 def build(work: Path, scale: float) -> tuple[Path, float]:
@@ -71,6 +60,7 @@ def build(work: Path, scale: float) -> tuple[Path, float]:
         f'[server]\npublish_dir = "{work / "published"}"\n'
         f'[analysis]\nresult_dir = "{work / "bundles"}"\n'
         f'[web]\ntrusted_header = "X-Remote-User"\nsecret_key_file = "{key}"\n'
+        'listen = "127.0.0.1:0"\n'  # serve() names the port it chose for this run
     )
     config = load_config(config_path, environ={})
     week = parse_period(WEEK_START.strftime("%G-W%V"), "week", "UTC")
@@ -90,6 +80,29 @@ def targets(work: Path, count: int) -> tuple[list[tuple[str, str]], list[tuple[s
             " ORDER BY hash(j.job_id) LIMIT ?", [count])
         users = snap.query("SELECT DISTINCT user_name FROM jobs ORDER BY 1 LIMIT ?", [count])
     return ([(f"/jobs/{c}/{j}", u) for c, j, u in jobs], [("/", u) for (u,) in users])
+
+
+def serve(work: Path, config_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``turingwatch web`` on a free loopback port, once it answers."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    text = config_path.read_text().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"')
+    run_config = work / "turingwatch-run.toml"
+    run_config.write_text(text)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TURINGWATCH_CONFIG": str(run_config)}
+    server = subprocess.Popen([sys.executable, "-m", "watcher", "-q", "web"], env=env,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, port
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise SystemExit("turingwatch web did not start (run it by hand to see why)") from None
+            time.sleep(0.1)
 
 
 def client(port: int, urls: list[tuple[str, str]], n: int, start: threading.Barrier,
@@ -151,11 +164,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     config_path, built_s = build(work, args.scale)
     job_urls, home_urls = targets(work, args.urls)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, "-c", SERVE, str(config_path)], env=env,
-                              stdout=subprocess.PIPE, text=True)
+    server, port = serve(work, config_path)
     try:
-        port = int(server.stdout.readline())
         first = []
         for path, user in job_urls + home_urls:  # the first views: they fill the caches
             lat, _ = phase(port, [(path, user)], 1, 1)
