@@ -26,7 +26,8 @@ def published(site):
 def test_each_user_sees_only_their_jobs_and_periods(published):
     g = published.current()
     alice = g.jobs("alice", JobQuery())
-    assert {(r["cluster"], r["job_id"]) for r in alice.rows} == {("alpha", 424201), ("alpha", 424202)}
+    assert {(r["cluster"], r["job_id"]) for r in alice.rows} == {
+        ("alpha", 424201), ("alpha", 424202), ("alpha", 424203)}
     assert {r["user_name"] for r in g.jobs(None, JobQuery()).rows} == {"alice", "bob"}
     assert [p["user_name"] for p in g.periods("bob")] == ["bob"]
     assert g.job("alpha", 424201, "bob") is None and g.job("alpha", 424201, "alice") is not None
@@ -36,8 +37,9 @@ def test_each_user_sees_only_their_jobs_and_periods(published):
 
 def test_period_line_counts_jobs_core_hours_findings_and_idle_gpu_hours(published):
     (line,) = published.current().periods("alice")
-    assert line["period_id"] == "2026-W47" and line["jobs"] == 2
-    assert line["core_hours"] == pytest.approx(8 + 4)  # 8 cores × 1 h + 4 cores × 1 h
+    assert line["period_id"] == "2026-W47" and line["jobs"] == 3
+    (bob,) = published.current().periods("bob")
+    assert bob["core_hours"] == pytest.approx(4 + 4)  # two jobs of 4 cores × 1 h
     assert line["busy_core_hours"] < line["core_hours"]
     assert line["serious"] >= 1 and line["idle_gpu_hours"] > 0
 
@@ -46,15 +48,15 @@ def test_job_list_filters_sorts_and_pages(published):
     g = published.current()
     by_waste = g.jobs(None, JobQuery(sort="idle_core_hours"))
     wastes = [r["idle_core_hours"] for r in by_waste.rows]
-    assert wastes == sorted(wastes, reverse=True) and by_waste.total == 4
+    assert wastes == sorted(wastes, reverse=True) and by_waste.total == 5
     assert [r["job_id"] for r in g.jobs(None, JobQuery(state="OUT_OF_MEMORY")).rows] == [737302]
     assert [r["job_id"] for r in g.jobs(None, JobQuery(name="CRASH")).rows] == [424202]
     gpu = g.jobs(None, JobQuery(rule="gpu_no_process")).rows
     assert [r["job_id"] for r in gpu] == [424201] and gpu[0]["idle_gpu_hours"] == pytest.approx(4.0)
-    assert g.jobs("alice", JobQuery(period="2026-W47")).total == 2
+    assert g.jobs("alice", JobQuery(period="2026-W47")).total == 3
     assert g.jobs("alice", JobQuery(period="2026-W01")).total == 0
     page2 = g.jobs(None, JobQuery(page=2, page_size=3))
-    assert page2.total == 4 and len(page2.rows) == 1 and page2.pages == 2
+    assert page2.total == 5 and len(page2.rows) == 2 and page2.pages == 2
 
 
 def test_idle_core_hours_are_reserved_less_used_never_negative(published):
@@ -84,6 +86,15 @@ def test_accounting_only_job_has_no_samples_and_no_charts(published):
     assert not d.sampled and d.steps and job_charts(d, g.job("alpha", 424202, None)) == []
 
 
+def test_a_sampled_job_not_in_accounting_yet_is_its_sessions_users(published):
+    g = published.current()
+    row = g.job("alpha", 424203, "alice")
+    assert row is not None and not row["has_accounting"] and row["state"] == "RUNNING"
+    assert row["ncpus"] == 4 and row["total_cpu_s"] is None and row["sessions"] == 1
+    assert g.job("alpha", 424203, "bob") is None
+    assert g.job_detail("alpha", 424203).cores
+
+
 def test_letters_come_from_the_published_bundle(published):
     g = published.current()
     letter = g.letter("2026-W47", "alice")
@@ -98,7 +109,7 @@ def test_a_new_generation_is_picked_up_without_a_restart(site, published):
     republish(site)
     second = published.current()
     assert second.number == first.number + 1 and second is not first
-    assert second.jobs("alice", JobQuery()).total == 2
+    assert second.jobs("alice", JobQuery()).total == 3
 
 
 def test_the_generation_layout_is_the_publishers():
@@ -127,7 +138,7 @@ def test_concurrent_readers_share_a_bounded_pool_of_cursors(published):
         totals = list(pool.map(lambda i: g.jobs("alice" if i % 2 else "bob",
                                                 JobQuery(name=f"x{i}" if i % 5 == 0 else None)).total,
                                range(200)))
-    assert {t for i, t in enumerate(totals) if i % 5 and i % 2} == {2}
+    assert {t for i, t in enumerate(totals) if i % 5 and i % 2} == {3}
     assert {t for i, t in enumerate(totals) if i % 5 == 0} == {0}
     assert g._made <= data.POOL
 

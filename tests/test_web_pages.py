@@ -58,7 +58,7 @@ def test_job_list_filters_sorts_pages_and_its_json(app):
     assert "1 job" in body
     listed = api(app, "/api/v1/jobs?sort=idle_core_hours", "carol")
     waste = [j["idle_core_hours"] for j in listed["jobs"]]
-    assert listed["total"] == 4 and waste == sorted(waste, reverse=True)
+    assert listed["total"] == 5 and waste == sorted(waste, reverse=True)
     assert [j["job_id"] for j in api(app, "/api/v1/jobs?name=crash")["jobs"]] == [424202]
     assert api(app, "/api/v1/jobs?rule=gpu_no_process")["total"] == 1
     two = api(app, "/api/v1/jobs?page=2&sort=recent", "carol")
@@ -82,6 +82,11 @@ def test_a_job_with_accounting_only_says_so_and_how_it_ended(app):
     assert "SIGSEGV" in body and "state-bad" in body
     oom = page(app, "/jobs/beta/737302", "bob")
     assert "OUT_OF_MEMORY" in oom and "state-bad" in oom
+
+
+def test_a_job_not_in_accounting_yet_says_so_and_shows_its_samples(app):
+    body = page(app, "/jobs/alpha/424203")
+    assert "not in Slurm's accounting yet" in body and "RUNNING" in body and "<svg" in body
 
 
 def test_the_job_json_has_the_series_and_findings(app):

@@ -6,7 +6,7 @@ and published.
 
 alice: job alpha:424201 sampled on two nodes with two idle GPUs each (GPU and CPU findings, one
 of them carrying the advice dict of common.md), alpha:424202 that FAILED by SIGSEGV with only
-accounting data. bob: beta:737301 sampled (CPU underuse), beta:737302 accounting only and
+accounting data, alpha:424203 sampled and still running, not in accounting yet. bob: beta:737301 sampled (CPU underuse), beta:737302 accounting only and
 OUT_OF_MEMORY.
 carol is the admin. The letters of week 2026-W47 are in the published bundle.
 """
@@ -62,7 +62,7 @@ WEB_URL = "https://tw.example"
 ADVICE = {"sentence": "Kept 1.0 of 4 cores busy; 3.0 core-hours reserved and idle.",
           "request": "--cpus-per-task=1", "scope": "job", "basis": "p90 of cores busy 1.0 × 1.1"}
 # What must never appear in a page of the other user: names and job ids.
-ALICE_JOBS = ("424201", "424202")
+ALICE_JOBS = ("424201", "424202", "424203")
 BOB_JOBS = ("737301", "737302")
 
 
@@ -102,6 +102,9 @@ def build_store(path: Path) -> Store:
     for node in ("n1", "n2"):
         apply_lines(store, session_lines(cluster="alpha", job_id=424201, node=node, gpus=2,
                                          samples=30))
+    # sampled, still running, not imported yet
+    apply_lines(store, session_lines(cluster="alpha", job_id=424203, node="n3", end=False,
+                                     start=T0 + timedelta(hours=5)))
     apply_lines(store, session_lines(cluster="beta", job_id=737301, node="b1", user="bob",
                                      start=T0 + timedelta(days=1), busy=1.0, samples=30))
     add_job(store, "alpha", 424201, total_cpu=600.0, nodes=2, cores=8)

@@ -8,11 +8,37 @@
 -- everyone: every statement that returns a user's data filters on it, so a page cannot forget.
 
 -- name: prepare_jobs
--- One row per accounted job: its end, requests, efficiencies and waste (common.md: idle
--- core-hours = (elapsed × cores − CPU time)/3600, never below 0; idle GPU-hours = elapsed ×
--- GPUs × (1 − mean GPU utilization)/3600), whether it was sampled, and the rules found on it.
+-- One row per job: its end, requests, efficiencies and waste (common.md: idle core-hours =
+-- (elapsed × cores − CPU time)/3600, never below 0; idle GPU-hours = elapsed × GPUs × (1 −
+-- mean GPU utilization)/3600), whether it was sampled, and the rules found on it. Accounting
+-- says who a job is; a job that was sampled but is not in accounting (yet: it is running, or
+-- the next import has not come) is shown to the user its sessions name, only when they all
+-- name the same one, with what its sessions say (no CPU time: unknown until accounting).
 CREATE TEMP TABLE tw_jobs AS
-WITH sampled AS (
+WITH unaccounted AS (
+    SELECT s.cluster, s.job_id, CAST(s.job_id AS VARCHAR) AS job_id_display,
+           min(s.user_name) AS user_name, split_part(min(s.command), ' ', 1) AS job_name,
+           CASE WHEN bool_or(s.ended_at IS NULL) THEN 'RUNNING' END AS state,
+           max(s.exit_code) AS exit_code, max(s.exit_signal) AS exit_signal,
+           min(s.started_at) AS start_time,
+           CASE WHEN NOT bool_or(s.ended_at IS NULL) THEN max(s.ended_at) END AS end_time,
+           max(s.time_limit_s) AS time_limit_s,
+           CAST(CASE WHEN NOT bool_or(s.ended_at IS NULL)
+                THEN epoch(max(s.ended_at)) - epoch(min(s.started_at)) END AS BIGINT) AS elapsed_s,
+           CAST(count(DISTINCT s.node) AS INTEGER) AS nnodes,
+           CAST(sum(s.cores_available) AS INTEGER) AS ncpus, 0 AS ngpus,
+           CAST(sum(s.mem_requested_bytes) AS BIGINT) AS req_mem_bytes
+    FROM sessions AS s ANTI JOIN jobs AS a ON a.cluster = s.cluster AND a.job_id = s.job_id
+    WHERE s.job_id IS NOT NULL AND s.cluster IS NOT NULL
+    GROUP BY s.cluster, s.job_id
+    HAVING count(DISTINCT s.user_name) = 1 AND count(s.user_name) = count(*)
+),
+all_jobs AS (
+    SELECT *, TRUE AS has_accounting FROM jobs
+    UNION ALL BY NAME
+    SELECT *, FALSE AS has_accounting FROM unaccounted
+),
+sampled AS (
     SELECT cluster, job_id, count(*) AS sessions, list(DISTINCT node ORDER BY node) AS nodes
     FROM sessions WHERE job_id IS NOT NULL GROUP BY ALL
 ),
@@ -32,7 +58,7 @@ found AS (
 SELECT j.cluster, j.job_id, j.job_id_display, j.user_name, j.account, j.partition, j.job_name,
        j.state, j.exit_code, j.exit_signal, j.submit_time, j.start_time, j.end_time,
        j.time_limit_s, j.elapsed_s, j.nnodes, j.ncpus, j.ngpus, j.req_mem_bytes,
-       j.max_rss_bytes, j.total_cpu_s, j.nodelist,
+       j.max_rss_bytes, j.total_cpu_s, j.nodelist, j.has_accounting,
        j.total_cpu_s / nullif(j.elapsed_s * j.ncpus, 0) AS cpu_efficiency,
        greatest(j.elapsed_s * j.ncpus - j.total_cpu_s, 0) / 3600 AS idle_core_hours,
        j.elapsed_s * j.ncpus / 3600 AS core_hours,
@@ -46,7 +72,7 @@ SELECT j.cluster, j.job_id, j.job_id_display, j.user_name, j.account, j.partitio
        coalesce(found.rules, []) AS rules, coalesce(found.serious, 0) AS serious,
        coalesce(found.medium, 0) AS medium, coalesce(found.info, 0) AS info,
        coalesce(j.end_time, j.start_time, j.submit_time) AS sort_time
-FROM jobs AS j
+FROM all_jobs AS j
 LEFT JOIN sampled USING (cluster, job_id)
 LEFT JOIN gpu USING (cluster, job_id)
 LEFT JOIN found USING (cluster, job_id)
