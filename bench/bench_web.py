@@ -44,12 +44,13 @@ from watcher.store import Store  # noqa: E402
 from watcher.store.publish import publish  # noqa: E402
 
 
-def build(work: Path, scale: float) -> tuple[Path, float]:
+def build(work: Path, scale: float) -> tuple[Path, float, float]:
     """The store generated, analysed and published under ``work``; the config file. A
     ``work`` that holds one already (``--work`` of an earlier run) is used as it is."""
     store_path = work / "week.duckdb"
     if (work / "turingwatch.toml").is_file() and (work / "published" / "current").exists():
-        return work / "turingwatch.toml", 0.0
+        made = work / "scale.txt"
+        return work / "turingwatch.toml", 0.0, float(made.read_text()) if made.exists() else scale
     started = time.monotonic()
     generate(store_path, scale=scale, progress=False)
     key = work / "secret.key"
@@ -67,7 +68,8 @@ def build(work: Path, scale: float) -> tuple[Path, float]:
     with Store(store_path) as store:
         analyze_period(store, config, week)
         publish(store, Path(config.server.publish_dir))
-    return config_path, time.monotonic() - started
+    (work / "scale.txt").write_text(f"{scale}\n")
+    return config_path, time.monotonic() - started, scale
 
 
 def targets(work: Path, count: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -162,7 +164,7 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-web-"))
     work.mkdir(parents=True, exist_ok=True)
-    config_path, built_s = build(work, args.scale)
+    config_path, built_s, scale = build(work, args.scale)
     job_urls, home_urls = targets(work, args.urls)
     server, port = serve(work, config_path)
     try:
@@ -178,7 +180,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     print(f"bench_web {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, scale"
-          f" {args.scale} (built and published in {built_s:.0f} s), {args.clients} clients x"
+          f" {scale} (built and published in {built_s:.0f} s), {args.clients} clients x"
           f" {args.requests} requests per kind, {len(job_urls)} jobs, {len(home_urls)} users")
     print(f"first views (cache filling, one client): p50 {1000 * statistics.median(first):.1f} ms,"
           f" max {1000 * max(first):.1f} ms")
