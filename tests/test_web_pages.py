@@ -8,7 +8,7 @@ import time
 
 import pytest
 from test_publish import T0, add_job
-from web_helpers import ADVICE, build_site, republish
+from web_helpers import ADVICE, HOSTILE_NAME, build_site, republish
 
 from watcher.store import Store
 from webserver import create_app
@@ -164,3 +164,10 @@ def test_the_static_files_are_served(app):
 ])
 def test_hostile_requests_are_refused_or_empty_never_a_crash(app, path, status):
     page(app, path, status=status)
+
+
+def test_a_hostile_job_name_is_text(app):
+    for path in ("/jobs", "/jobs/beta/737302", "/"):
+        body = page(app, path, "bob")
+        assert HOSTILE_NAME not in body and "&lt;img src=x onerror=" in body, path
+    assert api(app, "/api/v1/jobs?state=OUT_OF_MEMORY", "bob")["jobs"][0]["job_name"] == HOSTILE_NAME

@@ -59,6 +59,7 @@ def header_app(tmp_path: Path, **web: Any) -> Flask:
 # -- a published site ----------------------------------------------------------------------
 
 WEB_URL = "https://tw.example"
+HOSTILE_NAME = '<img src=x onerror="alert(1)">'  # a job name is anything sbatch took
 ADVICE = {"sentence": "Kept 1.0 of 4 cores busy; 3.0 core-hours reserved and idle.",
           "request": "--cpus-per-task=1", "scope": "job", "basis": "p90 of cores busy 1.0 × 1.1"}
 # What must never appear in a page of the other user: names and job ids.
@@ -114,6 +115,7 @@ def build_store(path: Path) -> Store:
     add_job(store, "beta", 737301, user="bob", start=T0 + timedelta(days=1))
     add_job(store, "beta", 737302, user="bob", start=T0 + timedelta(days=2), state="OUT_OF_MEMORY",
             total_cpu=50.0)
+    store.execute("UPDATE jobs SET job_name = ? WHERE job_id = 737302", [HOSTILE_NAME])
     return store
 
 

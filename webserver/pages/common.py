@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, abort, current_app, render_template, request
-from markupsafe import Markup
 
 from watcher.analysis.model import RuleInfo, to_json
 from watcher.analysis.rules import RuleError, load_rules
@@ -61,7 +60,7 @@ def page(title: str, key: tuple[Any, ...], template: str,
     their CSRF token). ``context`` is called only when the body is not cached yet."""
     g = generation()
     body = g.cached(("page", template, *key),
-                    lambda: Markup(render_template(template, **context())))
+                    lambda: render_template(template, **context()))
     return render_template("web/page.html.j2", title=title, content=body)
 
 
