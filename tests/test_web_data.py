@@ -91,6 +91,7 @@ def test_a_sampled_job_not_in_accounting_yet_is_its_sessions_users(published):
     row = g.job("alpha", 424203, "alice")
     assert row is not None and not row["has_accounting"] and row["state"] == "RUNNING"
     assert row["ncpus"] == 4 and row["total_cpu_s"] is None and row["sessions"] == 1
+    assert row["idle_core_hours"] is None  # unknown until accounting says its CPU time
     assert g.job("alpha", 424203, "bob") is None
     assert g.job_detail("alpha", 424203).cores
 

@@ -60,7 +60,9 @@ SELECT j.cluster, j.job_id, j.job_id_display, j.user_name, j.account, j.partitio
        j.time_limit_s, j.elapsed_s, j.nnodes, j.ncpus, j.ngpus, j.req_mem_bytes,
        j.max_rss_bytes, j.total_cpu_s, j.nodelist, j.has_accounting,
        j.total_cpu_s / nullif(j.elapsed_s * j.ncpus, 0) AS cpu_efficiency,
-       greatest(j.elapsed_s * j.ncpus - j.total_cpu_s, 0) / 3600 AS idle_core_hours,
+       -- greatest() skips NULLs: unknown CPU time or elapsed must stay unknown, not 0
+       CASE WHEN j.elapsed_s IS NOT NULL AND j.ncpus IS NOT NULL AND j.total_cpu_s IS NOT NULL
+            THEN greatest(j.elapsed_s * j.ncpus - j.total_cpu_s, 0) / 3600 END AS idle_core_hours,
        j.elapsed_s * j.ncpus / 3600 AS core_hours,
        gpu.gpu_util_pct,
        -- the GPUs the job held: accounting's count, else those its samples saw
