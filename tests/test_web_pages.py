@@ -172,3 +172,12 @@ def test_a_hostile_job_name_is_text(app):
         body = page(app, path, "bob")
         assert HOSTILE_NAME not in body and "&lt;img src=x onerror=" in body, path
     assert api(app, "/api/v1/jobs?state=OUT_OF_MEMORY", "bob")["jobs"][0]["job_name"] == HOSTILE_NAME
+
+
+def test_a_job_by_its_id_alone_goes_to_its_page(app):
+    r = app.test_client().get("/jobs/424201", headers={"X-Remote-User": "alice"})
+    assert r.status_code == 302 and r.headers["Location"] == "/jobs/alpha/424201"
+    page(app, "/jobs/737301", "alice", status=404)  # bob's
+    page(app, "/jobs/1", "alice", status=404)
+    assert "Turing cluster" in page(app, "/letters/2026-W47/alice")
+    page(app, "/letters/2026-W47/bob", "alice", status=404)

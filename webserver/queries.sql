@@ -146,6 +146,14 @@ WHERE ($user IS NULL OR user_name = $user)
 SELECT * FROM tw_jobs
 WHERE cluster = $cluster AND job_id = $job_id AND ($user IS NULL OR user_name = $user)
 
+-- name: job_clusters
+-- The clusters where the viewer has a job of this id: /jobs/<job_id> (a site.job_url without
+-- {cluster}) goes to the one there is.
+SELECT DISTINCT cluster FROM tw_jobs
+WHERE job_id = $job_id AND ($user IS NULL OR user_name = $user)
+ORDER BY cluster
+LIMIT 2
+
 -- name: job_sessions
 -- The sampled sessions of one job (the sessions table is small: one row per job and node).
 SELECT session_id, node, user_name, started_at, ended_at, interval_s, cores_available,

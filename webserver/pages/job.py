@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort
+from flask import Blueprint, abort, redirect, url_for
+from werkzeug.wrappers import Response
 
 from webserver.auth import login_required
 from webserver.charts import job_charts
@@ -55,6 +56,18 @@ def grouped(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if entry["advice"] is None and isinstance(advice, dict) and advice.get("sentence"):
             entry["advice"] = advice
     return list(by_rule.values())
+
+
+@bp.get("/jobs/<int:job_id>")
+@login_required
+def by_id(job_id: int) -> Response:
+    """A job by its id alone (site.job_url = '{web_url}/jobs/{job_id}', the settings' example):
+    to its page when the viewer has one job of that id, else 404 (none, or one per cluster)."""
+    clusters = generation().rows("job_clusters", job_id=job_id, user=scope())
+    if len(clusters) != 1:
+        abort(404, description="No such job among the jobs you may see"
+              + (" (several clusters have one: use /jobs/<cluster>/<job id>)." if clusters else "."))
+    return redirect(url_for("job.job", cluster=clusters[0]["cluster"], job_id=job_id))
 
 
 @bp.get("/jobs/<cluster>/<int:job_id>")

@@ -74,6 +74,14 @@ def letter(period: str) -> str:
     return render_template("web/letter.html.j2", period=period, user=user, letter=found)
 
 
+@bp.get("/letters/<period>/<user>")
+@login_required
+def letter_of(period: str, user: str) -> str:
+    """The letter page by the user's name in the path (letters.url with {user})."""
+    _g, found = _own_letter(period, user)
+    return render_template("web/letter.html.j2", period=period, user=user, letter=found)
+
+
 @bp.get("/letters/<period>/<user>/letter.html")
 @login_required
 def letter_html(period: str, user: str) -> Response:
