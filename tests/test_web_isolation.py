@@ -9,16 +9,16 @@ from __future__ import annotations
 import re
 
 import pytest
-from web_helpers import ALICE_JOBS, BOB_JOBS, build_site
+from web_helpers import ALICE_JOBS, BOB_JOBS, BOB_RAW_IDS, build_site
 
 from webserver import create_app
 
 # What each user owns, to fill a route's arguments with.
 OWNED = {
     "alice": {"cluster": "alpha", "job_id": int(ALICE_JOBS[0]), "period": "2026-W47",
-              "user": "alice", "cid": "cores.2026-W47.alice@turingwatch"},
+              "user": "alice", "cid": "cores.2026-W47.alice@turingwatch", "display": "424202"},
     "bob": {"cluster": "beta", "job_id": int(BOB_JOBS[0]), "period": "2026-W47",
-            "user": "bob", "cid": "cores.2026-W47.bob@turingwatch"},
+            "user": "bob", "cid": "cores.2026-W47.bob@turingwatch", "display": "737300_2"},
 }
 # Routes that show nobody's data: the login flow and static files.
 NOT_DATA = {"static", "auth.login", "auth.callback", "auth.logout", "auth.whoami"}
@@ -27,7 +27,7 @@ ADMIN_ONLY = {"admin.admin", "api.admin"}
 
 def traces(user: str) -> list[re.Pattern[str]]:
     """What in a response body would give ``user``'s data away."""
-    jobs = ALICE_JOBS if user == "alice" else BOB_JOBS
+    jobs = ALICE_JOBS if user == "alice" else (*BOB_JOBS, *BOB_RAW_IDS)
     cluster = OWNED[user]["cluster"]
     return [re.compile(rf"\b{user}\b"), re.compile(rf"\b{cluster}\b"),
             *(re.compile(rf"\b{j}\b") for j in jobs)]

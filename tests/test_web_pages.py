@@ -181,3 +181,11 @@ def test_a_job_by_its_id_alone_goes_to_its_page(app):
     page(app, "/jobs/1", "alice", status=404)
     assert "Turing cluster" in page(app, "/letters/2026-W47/alice")
     page(app, "/letters/2026-W47/bob", "alice", status=404)
+
+
+def test_an_array_task_by_the_id_slurm_shows_goes_to_its_page(app):
+    for path in ("/jobs/beta/737300_2", "/jobs/737300_2"):
+        r = app.test_client().get(path, headers={"X-Remote-User": "bob"})
+        assert r.status_code == 302 and r.headers["Location"] == "/jobs/beta/737302", path
+        page(app, path, "alice", status=404)
+    assert "737300_2" in page(app, "/jobs/beta/737302", "bob")

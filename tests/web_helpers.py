@@ -6,8 +6,8 @@ and published.
 
 alice: job alpha:424201 sampled on two nodes with two idle GPUs each (GPU and CPU findings, one
 of them carrying the advice dict of common.md), alpha:424202 that FAILED by SIGSEGV with only
-accounting data, alpha:424203 sampled and still running, not in accounting yet. bob: beta:737301 sampled (CPU underuse), beta:737302 accounting only and
-OUT_OF_MEMORY.
+accounting data, alpha:424203 sampled and still running, not in accounting yet. bob: beta:737301 sampled (CPU underuse), beta:737302 (array task 737300_2)
+accounting only and OUT_OF_MEMORY.
 carol is the admin. The letters of week 2026-W47 are in the published bundle.
 """
 
@@ -64,7 +64,8 @@ ADVICE = {"sentence": "Kept 1.0 of 4 cores busy; 3.0 core-hours reserved and idl
           "request": "--cpus-per-task=1", "scope": "job", "basis": "p90 of cores busy 1.0 × 1.1"}
 # What must never appear in a page of the other user: names and job ids.
 ALICE_JOBS = ("424201", "424202", "424203")
-BOB_JOBS = ("737301", "737302")
+BOB_JOBS = ("737301", "737300_2")  # as shown; the task's raw id is 737302
+BOB_RAW_IDS = ("737302",)
 
 
 @dataclass
@@ -115,7 +116,9 @@ def build_store(path: Path) -> Store:
     add_job(store, "beta", 737301, user="bob", start=T0 + timedelta(days=1))
     add_job(store, "beta", 737302, user="bob", start=T0 + timedelta(days=2), state="OUT_OF_MEMORY",
             total_cpu=50.0)
-    store.execute("UPDATE jobs SET job_name = ? WHERE job_id = 737302", [HOSTILE_NAME])
+    # an array task: letters and pages show it as 737300_2
+    store.execute("UPDATE jobs SET job_name = ?, job_id_display = '737300_2', array_job_id = 737300,"
+                  " array_task_id = 2 WHERE job_id = 737302", [HOSTILE_NAME])
     return store
 
 

@@ -154,6 +154,15 @@ WHERE job_id = $job_id AND ($user IS NULL OR user_name = $user)
 ORDER BY cluster
 LIMIT 2
 
+-- name: job_by_display
+-- A job by the id Slurm shows (an array task's 123_4, a het job's 123+1), as letters link
+-- it; $cluster NULL: any cluster of the viewer's.
+SELECT cluster, job_id FROM tw_jobs
+WHERE job_id_display = $display AND ($cluster IS NULL OR cluster = $cluster)
+  AND ($user IS NULL OR user_name = $user)
+ORDER BY cluster
+LIMIT 2
+
 -- name: job_sessions
 -- The sampled sessions of one job (the sessions table is small: one row per job and node).
 SELECT session_id, node, user_name, started_at, ended_at, interval_s, cores_available,

@@ -70,6 +70,18 @@ def by_id(job_id: int) -> Response:
     return redirect(url_for("job.job", cluster=clusters[0]["cluster"], job_id=job_id))
 
 
+@bp.get("/jobs/<display>", defaults={"cluster": None})
+@bp.get("/jobs/<cluster>/<display>")
+@login_required
+def by_display(cluster: str | None, display: str) -> Response:
+    """A job by the id Slurm shows (``123_4``): letters link jobs so (site.job_url's
+    {job_id}); to its page when the viewer has exactly one such job, else 404."""
+    found = generation().rows("job_by_display", display=display, cluster=cluster, user=scope())
+    if len(found) != 1:
+        abort(404, description="No such job among the jobs you may see.")
+    return redirect(url_for("job.job", cluster=found[0]["cluster"], job_id=found[0]["job_id"]))
+
+
 @bp.get("/jobs/<cluster>/<int:job_id>")
 @login_required
 def job(cluster: str, job_id: int) -> str:
