@@ -428,7 +428,7 @@ def test_run_with_a_dead_server_exits_as_the_job_and_prints_the_card(tmp_path, a
     done = turingwatch(tmp_path, "run", "-i", "0.5", "-o", "out", "--", "sh", "-c",
                        "sleep 1.2; echo job-output; exit 3", env=env)
     assert done.returncode == 3, done.stderr
-    assert "job-output" in done.stdout and "turingwatch report card" in done.stdout
+    assert "job-output" in done.stdout and "turingwatch report card" in done.stderr
     assert "retrying with back-off" in done.stderr
     assert time.monotonic() - t0 < 30
     (spool,) = (tmp_path / "out" / "spool").glob("*.jsonl")

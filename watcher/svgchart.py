@@ -197,17 +197,17 @@ def line_chart(
         for run in _runs(thin(pts, x_max, plot_w)):
             if len(run) == 1:  # one sample alone: a dot, not an invisible line
                 out.append(f'<circle cx="{px(run[0][0]):.1f}" cy="{py(run[0][1]):.1f}" r="2.5" '
-                           f'fill="{color}" style="fill:{color}" class="series"/>')
+                           f'fill="{color}" class="series"/>')
                 continue
             path = _path([(px(x), py(y)) for x, y in run], step)
-            out.append(f'<path d="{path}" fill="none" stroke="{color}" style="stroke:{color}" '
+            out.append(f'<path d="{path}" fill="none" stroke="{color}" '
                        'stroke-width="1.8" class="series"/>')
     for row, items in enumerate(legend):
         y = 30 + _LEGEND_ROW_PX * row
         for i, x in items:
             color = PALETTE[i % len(PALETTE)]
             out.append(f'<rect x="{x:.0f}" y="{y - 9}" width="10" height="10" rx="2" '
-                       f'fill="{color}" style="fill:{color}" class="swatch"/>')
+                       f'fill="{color}" class="swatch"/>')
             out.append(f'<text x="{x + 14:.0f}" y="{y}" class="legend">'
                        f"{escape(series[i][0])}</text>")
     out.append("</svg>")

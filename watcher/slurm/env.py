@@ -51,6 +51,9 @@ class JobContext:
     mem_requested_bytes: int | None   # per node
     time_limit_s: int | None
     submit_dir: str | None
+    # sbatch --job-name; None outside Slurm, and in watch.sh's attach step, which runs under
+    # its own name ("turingwatch": the step's, not the job's)
+    job_name: str | None = None
 
     @property
     def in_slurm(self) -> bool:
@@ -208,7 +211,13 @@ def detect(env: Mapping[str, str] | None = None, *, slurm: SlurmCommands | None 
         mem_requested_bytes=requested_memory(env, cpus),
         time_limit_s=slurm.job_times(job_id, env).time_limit_s if slurm is not None else None,
         submit_dir=env.get("SLURM_SUBMIT_DIR"),
+        job_name=_job_name(env),
     )
+
+
+def _job_name(env: Mapping[str, str]) -> str | None:
+    name = env.get("SLURM_JOB_NAME")
+    return None if not name or name == "turingwatch" else name
 
 
 def local_job_label(now: float | None = None) -> str:

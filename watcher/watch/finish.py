@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -112,7 +111,7 @@ def finish_job(
             mem_requested_bytes=mem,
             top_processes=config.sampler.top_processes,
         )
-        describe_job(summary, job_name=_job_name(job), command=command,
+        describe_job(summary, job_name=job.job_name, command=command,
                      started=outcome.started, ended=outcome.ended)
         try:
             summary["findings"], summary["findings_note"] = job_findings(
@@ -135,13 +134,6 @@ def finish_job(
     if mail:
         _mail_card(config, job, summary, html, card)
     return card
-
-
-def _job_name(job: JobContext) -> str | None:
-    """The job's name (sbatch --job-name). watch.sh's attach step runs under its own name,
-    "turingwatch", which is the step's, not the job's: then none is known."""
-    name = os.environ.get("SLURM_JOB_NAME") if job.in_slurm else None
-    return None if name == "turingwatch" else name
 
 
 def _refuse_links(*paths: Path) -> None:
