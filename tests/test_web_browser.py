@@ -110,8 +110,8 @@ def test_the_letters_links_lead_to_the_sites_pages(server, browser):
     page.goto(server + "/letters/2026-W47")
     page.wait_for_load_state("networkidle")
     frame = page.frame_locator("iframe.letter")
-    frame.locator("a[href='#toc']").first.wait_for()
-    frame.locator("a[href='#toc']").first.click()  # within the letter: the page stays
+    frame.locator("a[href='#top']").first.wait_for()
+    frame.locator("a[href='#top']").first.click()  # within the letter: the page stays
     assert page.url.endswith("/letters/2026-W47")
     # The letter's charts came from the site (no script may run in the frame to ask it).
     assert images and all(status == 200 and kind == "image/png" for status, kind in images)
