@@ -67,6 +67,9 @@ def init_app(app: Flask, config: Config) -> None:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=config.web.session_lifetime_s,
+        # The login ends on its own clock (webserver.auth), not a sliding one: re-signing and
+        # re-sending an unchanged cookie on every page would buy nothing and cost each request.
+        SESSION_REFRESH_EACH_REQUEST=False,
         # A form left open as long as the login lasts still posts.
         WTF_CSRF_TIME_LIMIT=int(config.web.session_lifetime_s),
     )
