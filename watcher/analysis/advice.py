@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from watcher.config import AdviceSettings
@@ -94,25 +95,29 @@ def _num(value: Any) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
-def _values(metrics: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]:
-    core_hours, busy = _num(facts.get("core_hours")), _num(facts.get("busy_core_hours"))
+def _common(name: str, facts: Mapping[str, Any]) -> float | None:
+    """idle_core_hours and idle_gpu_hours, as the Waste interface defines them (common.md)."""
+    if name == "idle_core_hours":
+        core_hours, busy = _num(facts.get("core_hours")), _num(facts.get("busy_core_hours"))
+        return None if core_hours is None or busy is None else max(core_hours - busy, 0.0)
     gpu_hours, util = _num(facts.get("gpu_hours")), _num(facts.get("gpu_avg_util_pct"))
-    values = dict(metrics)
-    values["idle_core_hours"] = (
-        None if core_hours is None or busy is None else max(core_hours - busy, 0.0))
-    values["idle_gpu_hours"] = (
-        None if gpu_hours is None or util is None else max(gpu_hours * (1 - util / 100), 0.0))
-    return values
+    return None if gpu_hours is None or util is None else max(gpu_hours * (1 - util / 100), 0.0)
+
+
+@lru_cache(maxsize=256)
+def _parsed(template: str) -> tuple[tuple[str, str | None], ...]:
+    # A period has a few hundred thousand findings and some twenty templates: parse each once.
+    return tuple((text, name) for text, name, _spec, _conv in _FORMATTER.parse(template))
 
 
 def sentence(template: str, metrics: Mapping[str, Any], facts: Mapping[str, Any]) -> str:
     """The template with every placeholder formatted by its unit (watcher.units.by_name)."""
-    values = _values(metrics, facts)
     out = []
-    for text, name, _spec, _conv in _FORMATTER.parse(template):
+    for text, name in _parsed(template):
         out.append(text)
         if name is not None:
-            out.append(by_name(name, values.get(name), missing=NA))
+            value = _common(name, facts) if name in COMMON_FIELDS else metrics.get(name)
+            out.append(by_name(name, value, missing=NA))
     return "".join(out)
 
 
@@ -235,6 +240,41 @@ _REQUESTS = {"cpus": _cpus, "mem": _mem, "time": _time, "gpus": _gpus}
 _MORE = frozenset({"memory_oversubscription"})
 
 
+class Adviser:
+    """Advice for the findings of one analysis: the settings, and the requests already worked
+    out (a job's request of one kind is the same for each of its findings of that kind)."""
+
+    def __init__(self, settings: AdviceSettings) -> None:
+        self.settings = settings
+        self._requests: dict[tuple[str, bool, str], Advice] = {}
+
+    def advise(
+        self,
+        rule_id: str,
+        template: str,
+        request_kind: str | None,
+        metrics: Mapping[str, Any],
+        facts: Mapping[str, Any] | None,
+        job_key: str = "",
+    ) -> Advice:
+        """The advice dict of one finding: its sentence and, for a rule with a request kind,
+        the option that would have fitted (``facts``: its job's tw_advice row, None if absent)."""
+        facts = facts or {}
+        out: Advice = {"sentence": sentence(template, metrics, facts), "request": None,
+                       "scope": "job", "basis": None}
+        build = _REQUESTS.get(request_kind or "none")
+        if build is not None and facts:
+            underuse = rule_id not in _MORE
+            key = (request_kind or "", underuse, job_key)
+            request = self._requests.get(key) if job_key else None
+            if request is None:
+                request = build(facts, self.settings, underuse)
+                if job_key:
+                    self._requests[key] = request
+            out.update(request)
+        return out
+
+
 def advise(
     rule_id: str,
     template: str,
@@ -243,12 +283,5 @@ def advise(
     facts: Mapping[str, Any] | None,
     settings: AdviceSettings,
 ) -> Advice:
-    """The advice dict of one finding: its sentence and, for a rule with a request kind, the
-    option that would have fitted (``facts``: the finding's tw_advice row, None if absent)."""
-    facts = facts or {}
-    out: Advice = {"sentence": sentence(template, metrics, facts), "request": None,
-                   "scope": "job", "basis": None}
-    build = _REQUESTS.get(request_kind or "none")
-    if build is not None and facts:
-        out.update(build(facts, settings, rule_id not in _MORE))
-    return out
+    """One finding's advice (see Adviser.advise), for a caller with a single finding."""
+    return Adviser(settings).advise(rule_id, template, request_kind, metrics, facts)

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from watcher.analysis.advice import advise
+from watcher.analysis.advice import Adviser
 from watcher.analysis.model import (
     SEVERITY_ORDER,
     Finding,
@@ -263,13 +263,14 @@ def _findings(
     ).fetchall()
     facts = _advice_facts(conn)
     rule_of = {r.id: r for r in rules.rules}
+    adviser = Adviser(settings)
     findings, ids, texts = [], [], []
     for r in rows:
         metrics = json.loads(r[10])
         rule = rule_of.get(r[0])
         if rule is not None:
-            advice = advise(rule.id, rule.sentence, rule.request, metrics, facts.get(r[11]),
-                            settings)
+            advice = adviser.advise(rule.id, rule.sentence, rule.request, metrics,
+                                    facts.get(r[11]), r[11])
             metrics["advice"] = advice
             ids.append(r[12])
             texts.append(json.dumps(metrics))
