@@ -4,8 +4,7 @@
 -- every job the analysis holds (the period's and, in period mode, their earlier runs).
 --
 -- `families` runs before the rules (memory_underuse reads it); `core_demand` and `advice`
--- run after findings.sql, for the jobs that have findings only (the per-round pass over
--- samples is the one part that costs).
+-- run after findings.sql, for the jobs that have findings only.
 
 -- name: families
 -- at_limit is memory_oversubscription's own test, so that a family in which any job reached
@@ -49,49 +48,21 @@ SELECT f.*,
 FROM f CROSS JOIN tw_params p;
 
 -- name: core_demand
--- Per job with a finding of a "cpus" rule: the cpu_percentile quantile, over its sample rounds,
--- of the cores its steps kept busy plus the cores' worth of threads that waited for a CPU (what
--- they wanted; waiting is 0 where it was not measured). The steps of one round are summed; a
--- job with several sessions (nodes, or run and attach) takes its highest session.
--- The quantile is quantile_cont's (linear between the two nearest ranks), written out with
--- window functions because DuckDB wants quantile_cont's fraction as a literal.
+-- Per job: the cpu_percentile quantile, over its sample intervals, of the cores its steps kept
+-- busy plus the cores' worth of threads that waited for a CPU (what they wanted; waiting is 0
+-- where it was not measured). usage.sql measures it per step in its one pass over the samples;
+-- the steps of a node are summed (exact for the usual one working step; for steps that ran
+-- side by side, a figure at or a little above the quantile of their sum) and the job takes its
+-- highest node.
 CREATE OR REPLACE TEMP TABLE tw_core_demand AS
-WITH wanted AS (
-    SELECT DISTINCT f.job_key FROM tw_findings f JOIN tw_rules r USING (rule)
-    WHERE r.request = 'cpus'
-),
-sess AS (
-    SELECT session_id, job_key FROM tw_sessions WHERE job_key IN (SELECT job_key FROM wanted)
-),
-deltas AS (
-    SELECT session_id, seq,
-           (greatest(cpu_user_s - lag(cpu_user_s) OVER w, 0)
-            + greatest(cpu_system_s - lag(cpu_system_s) OVER w, 0)
-            + coalesce(greatest(cpu_wait_s - lag(cpu_wait_s) OVER w, 0), 0))
-           / nullif(epoch(ts - lag(ts) OVER w), 0) AS demand
-    FROM step_samples
-    WHERE session_id IN (SELECT session_id FROM sess)
-    WINDOW w AS (PARTITION BY session_id, step ORDER BY seq)
-),
-rounds AS (
-    SELECT session_id, seq, sum(demand) AS demand
-    FROM deltas WHERE demand IS NOT NULL GROUP BY ALL
-),
-ranked AS (
-    SELECT session_id, demand,
-           row_number() OVER (PARTITION BY session_id ORDER BY demand) - 1 AS i,
-           (count(*) OVER (PARTITION BY session_id) - 1) * p.cpu_percentile AS r
-    FROM rounds CROSS JOIN tw_params p
-),
-per_session AS (
-    SELECT session_id, count(*) AS rounds,
-           max(demand) FILTER (i = floor(r)) AS lo, max(demand) FILTER (i = ceil(r)) AS hi,
-           any_value(r - floor(r)) AS frac
-    FROM ranked GROUP BY session_id
+SELECT job_key, max(demand_cores) AS demand_cores, min(rounds) AS rounds
+FROM (
+    SELECT job_key, node, sum(demand_quantile) AS demand_cores, max(demand_samples) AS rounds
+    FROM tw_step_usage
+    WHERE demand_samples > 0
+    GROUP BY job_key, node
 )
-SELECT s.job_key, max(lo + (hi - lo) * frac) AS demand_cores, min(rounds) AS rounds
-FROM per_session JOIN sess s USING (session_id)
-GROUP BY s.job_key;
+GROUP BY job_key;
 
 -- name: advice
 -- Per job with a finding: its own numbers, its family's, and the tasks it ran per node (the

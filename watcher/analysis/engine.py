@@ -154,6 +154,8 @@ def _prepare(
             config.advice.min_time_s,
         ],
     )
+    # usage.sql's quantile needs its fraction as a constant: a variable of this cursor is one.
+    conn.execute("SET VARIABLE tw_cpu_percentile = ?", [config.advice.cpu_percentile])
     conn.execute("CREATE OR REPLACE TEMP TABLE tw_scope_sessions (session_id VARCHAR)")
     ids = [[s] for s in session_ids]
     if ids:
@@ -264,7 +266,7 @@ def _findings(
     facts = _advice_facts(conn)
     rule_of = {r.id: r for r in rules.rules}
     adviser = Adviser(settings)
-    findings, ids, texts = [], [], []
+    findings, stored = [], []
     for r in rows:
         metrics = json.loads(r[10])
         rule = rule_of.get(r[0])
@@ -272,19 +274,19 @@ def _findings(
             advice = adviser.advise(rule.id, rule.sentence, rule.request, metrics,
                                     facts.get(r[11]), r[11])
             metrics["advice"] = advice
-            ids.append(r[12])
-            texts.append(json.dumps(metrics))
+            stored.append(f"[{r[12]},{json.dumps(metrics)}]")
         metrics["job_key"] = r[11]
         findings.append(Finding(
             rule=r[0], severity=r[1], user=r[2], job_id=r[3], step=r[4], cluster=r[5],
             node=r[6], gpu=r[7], job_name=r[8], account=r[9], period=period_id,
             metrics=metrics,
         ))
-    # One statement for all of them: lists bind as two parameters, not a row per finding.
+    # One JSON text for all of them: a Python list bound as a parameter converts element by
+    # element (slowly), a string in one go.
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE tw_finding_advice AS"
-        " SELECT unnest(?::BIGINT[]) AS fid, unnest(?::VARCHAR[])::JSON AS metrics",
-        [ids, texts],
+        " SELECT (e->>0)::BIGINT AS fid, e->1 AS metrics FROM (SELECT unnest(?::JSON::JSON[]) AS e)",
+        ["[" + ",".join(stored) + "]"],
     )
     return findings
 
