@@ -95,9 +95,17 @@ def test_cores_from_accounting_alone(store, cluster):
 
 
 def test_a_serial_job_is_told_one_core_not_two(store, cluster):
-    # 0.98 busy cores of 8: serial_many_cores says "ask for one core"; the request agrees.
-    job = cluster.job(cores=8, total_cpu=0.98 * HOUR)
-    assert advice_of(store, job, "serial_many_cores")["request"] == "--cpus-per-task=1"
+    # 1.2 busy cores of 8 on average: serial_many_cores says "ask for one core", and so does
+    # its request (the margin alone would make 1 + 0.2 × 1.1 = 1.22 -> 2).
+    job = cluster.job(cores=8, total_cpu=1.2 * HOUR)
+    advice = advice_of(store, job, "serial_many_cores")
+    assert advice["request"] == "--cpus-per-task=1"
+    assert "one thing at a time" in advice["basis"]
+    # A step that ran one thing at a time, at 1.02 cores now and then: low_concurrency, 1 core.
+    serial = cluster.job(cores=4, total_cpu=HOUR, name="serial")
+    sid = cluster.session(serial)
+    cluster.steps(sid, [1.0] * 8 + [1.02] * 3)
+    assert advice_of(store, serial, "low_concurrency")["request"] == "--cpus-per-task=1"
     assert [cores_needed(x, 1.1) for x in (0.2, 1.0, 1.05, 2.0, 2.4)] == [1, 1, 2, 3, 3]
 
 

@@ -144,7 +144,14 @@ def _mem_option(nbytes: int) -> str:
 Advice = dict[str, Any]
 
 
-def _cpus(facts: Mapping[str, Any], settings: AdviceSettings, underuse: bool) -> Advice:
+# The rules whose finding is that the job ran one core's worth of work at a time, by their own
+# thresholds (a demand up to 1.1 or 1.25 cores): they advise one core, as their solution says,
+# and not the two that the margin would make of a measured 1.02.
+_SERIAL = frozenset({"low_concurrency", "serial_many_cores"})
+
+
+def _cpus(facts: Mapping[str, Any], settings: AdviceSettings, underuse: bool,
+          serial: bool = False) -> Advice:
     demand, mean = _num(facts.get("demand_cores")), _num(facts.get("mean_busy_cores"))
     ncpus = facts.get("ncpus") or 0
     pct = f"p{round(settings.cpu_percentile * 100):g}"
@@ -157,8 +164,12 @@ def _cpus(facts: Mapping[str, Any], settings: AdviceSettings, underuse: bool) ->
         basis = f"CPU time / elapsed {number(mean)} (accounting, no samples)"
     else:
         return {"request": None, "scope": "job", "basis": "no CPU time measured"}
-    need = cores_needed(measured, settings.cpu_margin)
-    basis += f", the cores beyond one × {settings.cpu_margin:g}, rounded up: {need}"
+    if serial:
+        need = 1
+        basis += "; one thing at a time by the rule's measure: 1"
+    else:
+        need = cores_needed(measured, settings.cpu_margin)
+        basis += f", the cores beyond one × {settings.cpu_margin:g}, rounded up: {need}"
     nnodes, ntasks = facts.get("nnodes") or 1, facts.get("ntasks")
     if nnodes > 1:
         return {"request": None, "scope": "job",
@@ -246,7 +257,7 @@ class Adviser:
 
     def __init__(self, settings: AdviceSettings) -> None:
         self.settings = settings
-        self._requests: dict[tuple[str, bool, str], Advice] = {}
+        self._requests: dict[tuple[str, bool, bool, str], Advice] = {}
 
     def advise(
         self,
@@ -265,10 +276,14 @@ class Adviser:
         build = _REQUESTS.get(request_kind or "none")
         if build is not None and facts:
             underuse = rule_id not in _MORE
-            key = (request_kind or "", underuse, job_key)
+            serial = rule_id in _SERIAL
+            key = (request_kind or "", underuse, serial, job_key)
             request = self._requests.get(key) if job_key else None
             if request is None:
-                request = build(facts, self.settings, underuse)
+                if request_kind == "cpus":
+                    request = _cpus(facts, self.settings, underuse, serial)
+                else:
+                    request = build(facts, self.settings, underuse)
                 if job_key:
                     self._requests[key] = request
             out.update(request)
