@@ -289,14 +289,3 @@ class Adviser:
             out.update(request)
         return out
 
-
-def advise(
-    rule_id: str,
-    template: str,
-    request_kind: str | None,
-    metrics: Mapping[str, Any],
-    facts: Mapping[str, Any] | None,
-    settings: AdviceSettings,
-) -> Advice:
-    """One finding's advice (see Adviser.advise), for a caller with a single finding."""
-    return Adviser(settings).advise(rule_id, template, request_kind, metrics, facts)
