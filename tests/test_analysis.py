@@ -305,7 +305,8 @@ def test_memory_peak_of_a_running_step_is_not_lost(store, cluster, config):
 
 def test_memory_underuse_is_judged_per_job_not_per_helper_step(store, cluster, config):
     wasteful = cluster.job(mem=8 * GIB, max_rss=1 * GIB, total_cpu=4 * 3600)
-    fitting = cluster.job(mem=8 * GIB, total_cpu=4 * 3600)
+    # Another job family: within one, memory is advised for its biggest job (test_advice.py).
+    fitting = cluster.job(mem=8 * GIB, total_cpu=4 * 3600, name="fits")
     sid = cluster.session(fitting)
     cluster.steps(sid, [4.0] * 10, step="0", rss=int(6.5 * GIB))
     cluster.steps(sid, [0.0] * 10, step="batch", rss=5 * 1024**2)  # a launcher step

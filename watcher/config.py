@@ -188,7 +188,8 @@ class AdviceSettings:
         min=0.5, max=1.0,
     )
     cpu_margin: float = setting(
-        1.1, "cores to request: the measured cores times this, rounded up", min=1.0, max=4.0
+        1.1, "cores to request: the measured cores beyond the first times this, plus one, "
+        "rounded up (a serial job stays at 1)", min=1.0, max=4.0
     )
     mem_margin: float = setting(
         1.2, "memory to request: the peak memory times this", min=1.0, max=4.0

@@ -6,11 +6,14 @@ each other's):
 
 1. ``scope.sql``: the jobs to judge and what is known about them (accounting, else sessions);
 2. ``usage.sql``: what they used, from sample deltas over real timestamps, and per-job metrics;
-3. ``rules.sql``: one statement per enabled rule, adding candidate findings;
-4. ``findings.sql``: enabled flags, minimum runtimes, exemptions and suppression, for all rules;
-5. ``report.sql``: the rows of the report tables (period analyses only).
+3. ``advice.sql`` ``families``: what each job family needed (memory_underuse reads it);
+4. ``rules.sql``: one statement per enabled rule, adding candidate findings;
+5. ``findings.sql``: enabled flags, minimum runtimes, exemptions and suppression, for all rules;
+6. ``advice.sql``, the rest: what the judged jobs needed, for the request each finding ends
+   with (``advice.py`` rounds it into an sbatch option and writes the finding's sentence);
+7. ``report.sql``: the rows of the report tables (period analyses only).
 
-Python only feeds parameters in and hands the results out.
+Python feeds parameters in, words the advice and hands the results out.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from watcher.analysis.advice import Adviser
 from watcher.analysis.model import (
     SEVERITY_ORDER,
     Finding,
@@ -32,7 +36,7 @@ from watcher.analysis.model import (
 )
 from watcher.analysis.rules import RuleSet, load_rules
 from watcher.analysis.sections import SECTIONS, make_table
-from watcher.config import Config
+from watcher.config import AdviceSettings, Config
 from watcher.errors import TuringwatchError
 from watcher.store import Store, named_statements
 
@@ -60,7 +64,7 @@ def analyze_period(
         _run_pipeline(conn, rules, say)
         say("building reports")
         with _no_cyclic_gc():
-            findings = _findings(conn, period.id, in_period_only=True)
+            findings = _findings(conn, rules, config.advice, period.id, in_period_only=True)
             reports = _reports(conn, rules, period, findings)
         say("storing results")
         _persist(store, conn, rules, period, user, reports, findings)
@@ -77,7 +81,7 @@ def analyze_session(store: Store, config: Config, session_ids: list[str]) -> lis
     with store.cursor() as conn:
         _prepare(conn, config, rules, session_mode=True, session_ids=session_ids)
         _run_pipeline(conn, rules, lambda _msg: None)
-        return _findings(conn, None, in_period_only=False)
+        return _findings(conn, rules, config.advice, None, in_period_only=False)
 
 
 def analyze_job(
@@ -105,7 +109,7 @@ def analyze_job(
     with store.cursor() as conn:
         _prepare(conn, config, rules, session_mode=True, session_ids=sessions, job_keys=job_keys)
         _run_pipeline(conn, rules, lambda _msg: None)
-        return _findings(conn, None, in_period_only=False)
+        return _findings(conn, rules, config.advice, None, in_period_only=False)
 
 
 # -- pipeline --------------------------------------------------------------------------------
@@ -126,7 +130,10 @@ def _prepare(
         "CREATE OR REPLACE TEMP TABLE tw_params AS SELECT ?::BOOLEAN AS session_mode,"
         " ?::TIMESTAMPTZ AS p_start, ?::TIMESTAMPTZ AS p_end, ?::VARCHAR AS p_user,"
         " ?::DOUBLE AS cpu_watts_per_core, ?::DOUBLE AS grid_co2_g_per_kwh,"
-        " ?::TIMESTAMPTZ AS analysed_at, ?::VARCHAR AS scrape_job_name, ?::VARCHAR AS scrape_account",
+        " ?::TIMESTAMPTZ AS analysed_at, ?::VARCHAR AS scrape_job_name, ?::VARCHAR AS scrape_account,"
+        " ?::DOUBLE AS cpu_percentile, ?::DOUBLE AS cpu_margin, ?::DOUBLE AS mem_margin,"
+        " ?::DOUBLE AS mem_step_bytes, ?::DOUBLE AS time_margin, ?::DOUBLE AS time_step_s,"
+        " ?::DOUBLE AS min_time_s",
         [
             session_mode,
             period.start if period else None,
@@ -138,8 +145,17 @@ def _prepare(
             # The distributor's own scrape jobs are no one's work: scope.sql leaves them out.
             config.distributor.job_name or None,
             config.distributor.account or None,
+            config.advice.cpu_percentile,
+            config.advice.cpu_margin,
+            config.advice.mem_margin,
+            config.advice.mem_step_bytes,
+            config.advice.time_margin,
+            config.advice.time_step_s,
+            config.advice.min_time_s,
         ],
     )
+    # usage.sql's quantile needs its fraction as a constant: a variable of this cursor is one.
+    conn.execute("SET VARIABLE tw_cpu_percentile = ?", [config.advice.cpu_percentile])
     conn.execute("CREATE OR REPLACE TEMP TABLE tw_scope_sessions (session_id VARCHAR)")
     ids = [[s] for s in session_ids]
     if ids:
@@ -160,11 +176,11 @@ def _prepare(
 
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE tw_rules (rule VARCHAR, severity VARCHAR,"
-        " enabled BOOLEAN, min_runtime_s DOUBLE)"
+        " enabled BOOLEAN, min_runtime_s DOUBLE, request VARCHAR)"
     )
     conn.executemany(
-        "INSERT INTO tw_rules VALUES (?, ?, ?, ?)",
-        [[r.id, r.severity, r.enabled, r.min_runtime_s] for r in rules.rules],
+        "INSERT INTO tw_rules VALUES (?, ?, ?, ?, ?)",
+        [[r.id, r.severity, r.enabled, r.min_runtime_s, r.request] for r in rules.rules],
     )
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE tw_exempt (rule VARCHAR, kind VARCHAR, value VARCHAR)"
@@ -195,6 +211,8 @@ def _run_pipeline(conn: Any, rules: RuleSet, say: Progress) -> None:
         for name, sql in named_statements(_PACKAGE, file).items():
             say(f"{label}: {name}")
             conn.execute(sql)
+    advice = named_statements(_PACKAGE, "advice.sql")
+    conn.execute(advice.pop("families"))
     statements = rule_statements()
     say("applying rules")
     for rule in rules.enabled:
@@ -202,6 +220,9 @@ def _run_pipeline(conn: Any, rules: RuleSet, say: Progress) -> None:
             raise AnalysisError(f"rule {rule.id} has no SQL in rules.sql")
         conn.execute(statements[rule.id])
     conn.execute(named_statements(_PACKAGE, "findings.sql")["findings"])
+    for name, sql in advice.items():
+        say(f"advice: {name}")
+        conn.execute(sql)
 
 
 @contextmanager
@@ -223,23 +244,58 @@ def _rows(conn: Any, sql: str) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _findings(conn: Any, period_id: str | None, *, in_period_only: bool) -> list[Finding]:
+def _findings(
+    conn: Any,
+    rules: RuleSet,
+    settings: AdviceSettings,
+    period_id: str | None,
+    *,
+    in_period_only: bool,
+) -> list[Finding]:
+    """The findings, each with its ``metrics["advice"]``. The metrics with the advice are also
+    written to tw_finding_advice (by finding id), so that _persist stores them: as JSON text
+    from here, because a JSON merge in SQL would drop the advice's null request."""
     where = "WHERE in_period" if in_period_only else ""
     order = " ".join(f"WHEN '{s}' THEN {n}" for s, n in SEVERITY_ORDER.items())
     rows = conn.execute(
         "SELECT rule, severity, user_name, job_id, step, cluster, node, gpu, job_name, account,"
-        f" metrics, job_key FROM tw_findings {where}"
+        f" metrics, job_key, fid FROM tw_findings {where}"
         f" ORDER BY user_name, CASE severity {order} END, job_key, rule, step NULLS FIRST,"
         " node, gpu"
     ).fetchall()
-    return [
-        Finding(
+    facts = _advice_facts(conn)
+    rule_of = {r.id: r for r in rules.rules}
+    adviser = Adviser(settings)
+    findings, stored = [], []
+    for r in rows:
+        metrics = json.loads(r[10])
+        rule = rule_of.get(r[0])
+        if rule is not None:
+            advice = adviser.advise(rule.id, rule.sentence, rule.request, metrics,
+                                    facts.get(r[11]), r[11])
+            metrics["advice"] = advice
+            stored.append(f"[{r[12]},{json.dumps(metrics)}]")
+        metrics["job_key"] = r[11]
+        findings.append(Finding(
             rule=r[0], severity=r[1], user=r[2], job_id=r[3], step=r[4], cluster=r[5],
             node=r[6], gpu=r[7], job_name=r[8], account=r[9], period=period_id,
-            metrics={**json.loads(r[10]), "job_key": r[11]},
-        )
-        for r in rows
-    ]
+            metrics=metrics,
+        ))
+    # One JSON text for all of them: a Python list bound as a parameter converts element by
+    # element (slowly), a string in one go.
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE tw_finding_advice AS"
+        " SELECT (e->>0)::BIGINT AS fid, e->1 AS metrics FROM (SELECT unnest(?::JSON::JSON[]) AS e)",
+        ["[" + ",".join(stored) + "]"],
+    )
+    return findings
+
+
+def _advice_facts(conn: Any) -> dict[str, dict[str, Any]]:
+    """tw_advice by job key: what advice.advise rounds into a request."""
+    cursor = conn.execute("SELECT * FROM tw_advice")
+    names = [d[0] for d in cursor.description]
+    return {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
 
 
 # -- reports ---------------------------------------------------------------------------------
@@ -362,8 +418,10 @@ def _persist(
                 [period.id, user, user],
             )
         conn.execute(
-            "INSERT INTO analysis_findings SELECT ?, rule, severity, user_name, job_key, cluster,"
-            " job_id, step, node, gpu, job_name, account, metrics FROM tw_findings WHERE in_period",
+            "INSERT INTO analysis_findings SELECT ?, f.rule, f.severity, f.user_name, f.job_key,"
+            " f.cluster, f.job_id, f.step, f.node, f.gpu, f.job_name, f.account,"
+            " coalesce(a.metrics, f.metrics)"
+            " FROM tw_findings f LEFT JOIN tw_finding_advice a USING (fid) WHERE f.in_period",
             [period.id],
         )
         conn.execute(

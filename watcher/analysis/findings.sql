@@ -20,7 +20,8 @@ WITH kept AS (
               OR (e.kind = 'qos' AND e.value = j.qos)
               OR (e.kind = 'job_names' AND e.value = j.job_name)))
 )
-SELECT k.*
+-- fid: the finding's id within this analysis, by which its advice is stored with it.
+SELECT k.*, row_number() OVER () AS fid
 FROM kept k
 WHERE NOT EXISTS (
     SELECT 1 FROM tw_suppress s JOIN kept other ON other.rule = s.by_rule

@@ -36,6 +36,10 @@ class RuleInfo:
     # jobs never flagged: {"users": [...], "accounts": [...], "partitions": [...], "qos": [...],
     # "job_names": [...]}
     exempt: dict[str, list[str]] = field(default_factory=dict)
+    # The finding in one sentence, {placeholders} for its numbers (analysis.advice formats them).
+    sentence: str = ""
+    # The kind of sbatch option its advice ends with: "cpus" | "mem" | "time" | "gpus"; None.
+    request: str | None = None
 
 
 @dataclass(frozen=True)

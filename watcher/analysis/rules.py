@@ -3,9 +3,11 @@
 The packaged ``rules.toml`` holds every rule with its documented defaults. A site rule file
 (``[analysis] rules_file``) has the same shape and is laid over it key by key; it may tune,
 disable or exempt rules but not add new ones, because a rule is SQL in this package. For the
-same reason it may not move a rule to another ``section`` or ``resource``: both say what the
-rule's SQL measures (the section's tables are where its problems are shown; the resource is
-whose used-versus-reserved numbers back its advice in a letter).
+same reason it may not move a rule to another ``section``, ``resource`` or ``request``: they say
+what the rule's SQL measures (the section's tables are where its problems are shown; the
+resource is whose used-versus-reserved numbers back its advice in a letter; the request is the
+kind of sbatch option its advice ends with). It may reword a rule's ``sentence``, whose
+placeholders must be numbers the rule has (watcher.analysis.advice).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from watcher.analysis.advice import REQUEST_KINDS, sentence_problem
 from watcher.analysis.model import SEVERITY_ORDER, RuleInfo
 from watcher.analysis.sections import SECTIONS as _SECTION_SPECS
 from watcher.config import Config, NotText, expand_path, read_text_file
@@ -29,8 +32,9 @@ SECTIONS = tuple(spec.id for spec in _SECTION_SPECS)
 RESOURCES = ("cpu", "gpu", "memory", "time", "io", "workflow")
 SOLUTION_TYPES = ("code_or_request", "profiling", "consultation", "other")
 _TEXT_KEYS = ("title", "section", "resource", "severity", "solution_type", "cause", "impact",
-              "solution")
-_FIXED_KEYS = ("section", "resource")    # what the rule's SQL measures: not a site's to change
+              "solution", "request", "sentence")
+# What the rule's SQL measures: not a site's to change.
+_FIXED_KEYS = ("section", "resource", "request")
 _RULE_KEYS = {
     *_TEXT_KEYS,
     "enabled",
@@ -171,6 +175,11 @@ def _build(data: dict[str, Any], source: str) -> RuleSet:
             raise RuleError(f"{where}: resource must be one of {', '.join(RESOURCES)}")
         if raw["solution_type"] not in SOLUTION_TYPES:
             raise RuleError(f"{where}: solution_type must be one of {', '.join(SOLUTION_TYPES)}")
+        if raw["request"] not in REQUEST_KINDS:
+            raise RuleError(f"{where}: request must be one of {', '.join(REQUEST_KINDS)}")
+        problem = sentence_problem(rule_id, raw["sentence"])
+        if problem:
+            raise RuleError(f"{where}: {problem}")
         enabled = raw.get("enabled", True)
         if not isinstance(enabled, bool):
             raise RuleError(f"{where}: enabled must be true or false")
@@ -204,6 +213,8 @@ def _build(data: dict[str, Any], source: str) -> RuleSet:
                 impact=raw["impact"].strip(),
                 solution=raw["solution"].strip(),
                 solution_type=raw["solution_type"],
+                sentence=" ".join(raw["sentence"].split()),
+                request=None if raw["request"] == "none" else raw["request"],
                 enabled=enabled,
                 resource=raw["resource"],
                 thresholds=dict(thresholds),

@@ -127,17 +127,27 @@ WHERE state = 'OUT_OF_MEMORY'
 -- name: memory_underuse
 -- Judged per job (the node with the highest peak against the per-node request), so helper steps
 -- that hold little memory by design are never flagged on their own.
+-- Memory is advised per job family (advice.sql: tw_family_advice), so a job is not told to ask
+-- for less when a job of its family reached its limit or was killed for it (the same family
+-- would otherwise read both "underuse" and "oversubscription"), nor when the family's advice
+-- (the biggest peak plus the margin) is not below what this job requested.
 INSERT INTO tw_candidates
-SELECT 'memory_underuse', job_key, NULL, peak_node, NULL,
-       json_object('peak_memory_bytes', peak_memory_bytes, 'requested_bytes', req_mem_per_node,
-                   'memory_fraction', round(memory_fraction, 4),
-                   'unused_bytes', req_mem_per_node - peak_memory_bytes, 'source', memory_source)
-FROM tw_job_metrics, tw_th th
-WHERE end_time IS NOT NULL AND state <> 'OUT_OF_MEMORY'
-  AND NOT (state <> 'COMPLETED' AND peak_rss_bytes >= req_mem_per_node)
-  AND req_mem_per_node > 0 AND peak_memory_bytes > 0
-  AND peak_memory_bytes < th.memory_underuse__max_peak_fraction * req_mem_per_node
-  AND req_mem_per_node - peak_memory_bytes >= th.memory_underuse__min_unused_bytes;
+SELECT 'memory_underuse', j.job_key, NULL, j.peak_node, NULL,
+       json_object('peak_memory_bytes', j.peak_memory_bytes, 'requested_bytes', j.req_mem_per_node,
+                   'memory_fraction', round(j.memory_fraction, 4),
+                   'unused_bytes', j.req_mem_per_node - j.peak_memory_bytes,
+                   'source', j.memory_source)
+FROM tw_job_metrics j
+JOIN tw_family_advice f ON f.user_name IS NOT DISTINCT FROM j.user_name
+    AND f.job_name IS NOT DISTINCT FROM j.job_name
+    AND f.submit_line IS NOT DISTINCT FROM j.submit_line
+CROSS JOIN tw_th th
+WHERE j.end_time IS NOT NULL AND j.state <> 'OUT_OF_MEMORY'
+  AND NOT (j.state <> 'COMPLETED' AND j.peak_rss_bytes >= j.req_mem_per_node)
+  AND j.req_mem_per_node > 0 AND j.peak_memory_bytes > 0
+  AND j.peak_memory_bytes < th.memory_underuse__max_peak_fraction * j.req_mem_per_node
+  AND j.req_mem_per_node - j.peak_memory_bytes >= th.memory_underuse__min_unused_bytes
+  AND NOT f.family_at_limit AND f.mem_advice_bytes < j.req_mem_per_node;
 
 -- name: time_limit_underuse
 INSERT INTO tw_candidates

@@ -11,6 +11,9 @@
 -- mem_bytes: the step's cgroup or its PSS, else the RSS sum; memory_source says which). A sample
 -- with no process of the job in it (nprocs = 0: the watcher or a slurmstepd alone) measured no
 -- memory, and a step none of whose samples had one measured nothing (max_processes = 0).
+-- demand_quantile is the [advice] cpu_percentile quantile of the demand over the intervals
+-- (the cores to advise, advice.sql); the fraction is a session variable set by engine.py,
+-- because DuckDB's quantile wants a constant, not a column.
 CREATE OR REPLACE TEMP TABLE tw_session_steps AS
 WITH deltas AS (
     SELECT session_id, step, ts, rss_bytes, cpus_available, cpu_user_s, cpu_system_s,
@@ -28,6 +31,7 @@ WITH deltas AS (
 judged AS (
     SELECT d.*,
            (d.d_user + d.d_sys) / d.dt AS busy_cores,
+           (d.d_user + d.d_sys + coalesce(d.d_wait, 0)) / nullif(d.dt, 0) AS demand,
            d.d_sys / nullif(d.d_user, 0) AS sys_ratio,
            d.d_sys / d.dt >= th.high_system_time__min_system_cores AND d.d_user > 0 AS sys_counted,
            -- Concurrency is what the threads wanted: two processes that shared one core with
@@ -49,6 +53,8 @@ SELECT session_id, step,
        coalesce(sum(d_user + d_sys), 0) AS sampled_cpu_s,
        sum(d_wait) AS sampled_wait_s,
        max(busy_cores) AS max_busy_cores,
+       quantile_cont(demand, getvariable('tw_cpu_percentile')) AS demand_quantile,
+       count(demand) AS demand_samples,
        coalesce(sum(dt) FILTER (parallel), 0) AS parallel_s,
        coalesce(sum(dt) FILTER (active), 0) AS active_s,
        max(cpus_available) AS cpus_available,
@@ -81,6 +87,8 @@ SELECT s.job_key, u.step, s.node,
        sum(u.sampled_cpu_s) / nullif(sum(u.span_s), 0) AS mean_busy_cores,
        sum(u.sampled_wait_s) / nullif(sum(u.span_s), 0) AS mean_waiting_cores,
        max(u.max_busy_cores) AS max_busy_cores,
+       max(u.demand_quantile) AS demand_quantile,
+       max(u.demand_samples) AS demand_samples,
        sum(u.parallel_s) AS parallel_s,
        sum(u.active_s) AS active_s,
        coalesce(max(u.cpus_available), max(s.cores_available)) AS cpus_available,
