@@ -313,3 +313,10 @@ def test_an_unknown_request_kind_is_refused(monkeypatch):
     monkeypatch.setattr("watcher.analysis.rules.packaged_rules_text", lambda: text)
     with pytest.raises(RuleError, match="rule cpu_underuse: request must be one of cpus, mem"):
         load_rules(_config())
+
+
+def test_a_sentence_says_one_core_not_one_cores():
+    from watcher.analysis.advice import sentence
+
+    text = sentence("Kept {a} of {cores} cores busy; {n} GPUs idle, 21 cores.", {"a": 1, "cores": 1, "n": 1}, {})
+    assert text == "Kept 1 of 1 core busy; 1 GPU idle, 21 cores."

@@ -22,6 +22,7 @@ basis says why.
 from __future__ import annotations
 
 import math
+import re
 import string
 from collections.abc import Mapping
 from functools import lru_cache
@@ -118,7 +119,13 @@ def sentence(template: str, metrics: Mapping[str, Any], facts: Mapping[str, Any]
         if name is not None:
             value = _common(name, facts) if name in COMMON_FIELDS else metrics.get(name)
             out.append(by_name(name, value, missing=NA))
-    return "".join(out)
+    # "1 cores", "1 GPUs": the templates say the plural, the numbers sometimes say one.
+    return _ONE.sub(lambda m: m.group(1) + _SINGULAR[m.group(2)], "".join(out))
+
+
+_SINGULAR = {"cores": "core", "GPUs": "GPU", "jobs": "job", "samples": "sample",
+             "core-hours": "core-hour", "GPU-hours": "GPU-hour"}
+_ONE = re.compile(r"(?<![\d.,])(1 )(" + "|".join(map(re.escape, _SINGULAR)) + r")\b")
 
 
 def _ceil(value: float) -> int:

@@ -145,7 +145,7 @@ FROM peaks p JOIN tw_sessions s USING (session_id)
 GROUP BY s.job_key, s.node;
 
 -- name: gpu_usage
--- Per job, node and GPU: utilisation over time, idle stretches, processes, power and energy.
+-- Per job, node and GPU: utilization over time, idle stretches, processes, power and energy.
 CREATE OR REPLACE TEMP TABLE tw_gpu_usage AS
 WITH g AS MATERIALIZED (
     SELECT x.session_id, x.gpu_index, x.util_pct, x.power_w, x.sm_clock_mhz,
@@ -202,7 +202,7 @@ LEFT JOIN (
 
 -- name: gpu_levels
 -- Per job and node: how long 0, 1, 2 … of its GPUs were in use at once. A GPU is in use at a
--- sample when a job process runs on it or its utilisation is above zero.
+-- sample when a job process runs on it or its utilization is above zero.
 CREATE OR REPLACE TEMP TABLE tw_gpu_levels AS
 WITH rounds AS (
     SELECT s.job_key, x.node, x.session_id, x.seq, min(x.ts) AS ts, any_value(s.interval_s) AS interval_s,
