@@ -372,7 +372,7 @@ def test_mail_command_analyzes_bundles_and_sends(sink, tmp_path, caplog):
     alice = letters["alice@uni.example"].get_body(("plain",)).get_content()
     assert "[Serious] Serial job on many cores in 1 job." in alice, alice  # one cause, one finding
     assert "CPU underuse" not in alice
-    assert "used 1 of the 16 core-hours they reserved (6.2%)" in alice
+    assert "used 1 of the 16 core-hours they reserved (6.2%)" in " ".join(alice.split())
     # Mailing again sends nothing: the ledger remembers.
     again = CliRunner().invoke(cli, ["--config", str(config_path), "mail", "--period",
                                      PERIOD.id, "--no-progress"])
