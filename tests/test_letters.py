@@ -427,7 +427,7 @@ def test_gpu_rows_are_grouped_per_job(config, rules):
     table = table_of(view, "gpu", "latest_concerning")
     assert len(table.rows) == 1
     texts = [cell.text for cell in table.rows[0]]
-    assert "3 of 4 never used" in texts and "3.2" in texts   # 1 h × 4 GPUs × 80 % idle
+    assert "3 of 4 never used" in texts and "3.20" in texts   # 1 h × 4 GPUs × 80 % idle
     assert [c.heading for c in table.columns][:3] == ["Job ID", "Name", "Idle GPU-hours"]
 
 

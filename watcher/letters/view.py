@@ -333,8 +333,9 @@ def ordinal(n: int) -> str:
 
 
 def hours(value: float) -> str:
-    """Hours of waste: '1,891', '86.9', '0.4'."""
-    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+    """Hours of waste: '1,891', '86.9', '0.42': rounded as the findings' sentences round them
+    (watcher.units.number), so the TL;DR and a finding never disagree."""
+    return number(float(value))
 
 
 class _Builder:
