@@ -8,7 +8,6 @@ import html
 import os
 import pty
 import re
-import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -17,15 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser_helpers import chromium, keep_screenshot
 from tests.test_analysis import GIB, T0, Cluster
 from watcher.store import Store
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/lib/chromium/chromium"
 REPO = Path(__file__).resolve().parent.parent
-# Where a developer collects the screenshots to look at them; unset (CI): only tmp_path.
-SCREENS = Path(os.environ["TURINGWATCH_SCREENSHOTS"]) if os.environ.get("TURINGWATCH_SCREENSHOTS") else None
 SGR = re.compile(r"\x1b\[([0-9;]*)m")
 # the SGR colours click.style uses, as a dark terminal shows them
 COLOURS = {"31": "#ff6b6b", "32": "#8ae234", "33": "#fce94f", "34": "#729fcf", "36": "#34e2e2"}
@@ -123,9 +120,6 @@ def run_in_a_terminal(*args: str, env: dict[str, str]) -> str:
 
 
 def test_jobs_in_a_terminal_screenshot(mixed_store, tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"no Chromium at {CHROMIUM}")
     shown = run_in_a_terminal("jobs", "--all-users", "--store", str(mixed_store),
                               env={"TURINGWATCH_STORE_PATH": str(mixed_store)})
     plain = SGR.sub("", shown)
@@ -133,28 +127,25 @@ def test_jobs_in_a_terminal_screenshot(mixed_store, tmp_path):
     assert max(len(line) for line in plain.splitlines()) <= 100
     assert "FAILED, SIGSEGV" in plain and "OUT_OF_MEMORY" in plain and "RUNNING" in plain
     assert re.search(r"train-res… +COMPLETED .* 51% +\S+$", plain, re.M)  # GPUs at 85/80/35/5 %
-    with screenshot(playwright, shown, tmp_path / "lookup-jobs-terminal.png") as page:
+    with screenshot(shown, tmp_path / "lookup-jobs-terminal.png") as page:
         red = page.locator("span", has_text="FAILED, exit 3")
         assert red.count() == 1
         assert red.evaluate("e => getComputedStyle(e).color") == "rgb(255, 107, 107)"
 
 
 def test_one_job_in_a_terminal_screenshot(mixed_store, tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"no Chromium at {CHROMIUM}")
     shown = run_in_a_terminal("job", "1000", "--store", str(mixed_store), env={})
     plain = SGR.sub("", shown)
     assert "4 GPU(s), 51% mean utilization" in plain and "Findings (judged now" in plain
     assert "GPU samples only" in plain and "accounting only" not in plain
     assert max(len(line) for line in plain.splitlines()) <= 100
-    with screenshot(playwright, shown, tmp_path / "lookup-job-terminal.png") as page:
+    with screenshot(shown, tmp_path / "lookup-job-terminal.png") as page:
         state = page.locator("span", has_text="COMPLETED")
         assert state.evaluate("e => getComputedStyle(e).color") == "rgb(138, 226, 52)"  # green
 
 
 @contextmanager
-def screenshot(playwright, shown: str, shot: Path):
+def screenshot(shown: str, shot: Path):
     """The terminal text as a dark page in Chromium at 1000 px; the screenshot is taken after
     the caller's checks on the page, then copied to $TURINGWATCH_SCREENSHOTS."""
     page_html = (
@@ -164,15 +155,12 @@ def screenshot(playwright, shown: str, shot: Path):
         "</style></head><body><pre id='term'>" + ansi_to_html(shown) + "</pre></body></html>")
     page_file = shot.with_suffix(".html")
     page_file.write_text(page_html, encoding="utf-8")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1000, "height": 400})
         page.goto(page_file.as_uri())
         # 100 columns of a 14 px monospace font fit 1000 px: nothing scrolls sideways
         assert page.evaluate("document.documentElement.scrollWidth") <= 1000
         yield page
         page.screenshot(path=str(shot), full_page=True)
-        browser.close()
     assert shot.stat().st_size > 10_000
-    if SCREENS is not None and SCREENS.is_dir():
-        shutil.copyfile(shot, SCREENS / shot.name)
+    keep_screenshot(shot)

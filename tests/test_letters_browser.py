@@ -1,17 +1,16 @@
 """The letter in a real browser (Debian's Chromium through Playwright): images load, every
 internal link lands on its anchor, the page is as wide as the letter, not wider, and three
 kinds of letter (a heavy waster's, a fine user's, a GPU user's) are photographed at 800 and
-390 px, light and dark, into /work/screens/letter-<kind>-<width>[-dark].png for a person to
+390 px, light and dark, into $TURINGWATCH_SCREENSHOTS/letter-<kind>-<width>[-dark].png for a person to
 look at."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.browser_helpers import chromium, keep_screenshot
 from watcher.analysis.rules import load_rules
 from watcher.config import load_config
 from watcher.letters import render_letter
@@ -21,21 +20,14 @@ from watcher.letters.waste import Standing
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/lib/chromium/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-SCREENS = Path("/work/screens")
 
 
 @pytest.fixture(scope="module")
 def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield browser
-        browser.close()
+    with chromium() as launched:
+        yield launched
+
+
 
 
 def _config():
@@ -141,6 +133,5 @@ def test_three_letters_photographed_at_800_and_390_px(browser, tmp_path, kind):
             page.screenshot(path=str(shot), full_page=scheme == "light")
             shots.append(shot)
             page.close()
-    if SCREENS.is_dir() and os.access(SCREENS, os.W_OK):
-        for shot in shots:
-            shutil.copy(shot, SCREENS / shot.name)
+    for shot in shots:
+        keep_screenshot(shot)

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SITE_AND_WEB_ONLY = ("numpy", "PIL", "css_inline", "flask", "authlib", "flask_wtf", "waitress", "webserver")
+SITE_AND_WEB_ONLY = ("numpy", "PIL", "flask", "authlib", "flask_wtf", "waitress", "webserver")
 
 # Runs `turingwatch run` in a Python where the [site] and [web] extras' modules cannot be imported.
 BLOCKED_RUN = f"""
@@ -50,7 +50,7 @@ def test_dependencies_are_split_by_role() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     base = " ".join(project["dependencies"])
     extras = project["optional-dependencies"]
-    for module in ("numpy", "css-inline", "pillow", "flask", "authlib"):
+    for module in ("numpy", "pillow", "flask", "authlib"):
         assert module not in base, f"{module} is not needed on a compute node"
     assert any(d.startswith("numpy") for d in extras["site"])
     assert any(d.startswith("flask") for d in extras["web"])

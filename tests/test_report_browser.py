@@ -3,25 +3,24 @@ failed and for one on (fake) GPUs: at 390, 800 and 1280 px the page keeps the sc
 the end state leads in a red banner, the legend's swatches keep distinct colours, a hostile
 command line is shown as text, and nothing is logged on the console.
 
-Screenshots go to the test's folder and to /work/screens/card-report-*.png (looked at by hand).
+Screenshots go to the test's folder and to $TURINGWATCH_SCREENSHOTS/card-report-*.png (looked at by hand).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.browser_helpers import chromium, keep_screenshot
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/lib/chromium/chromium"
 REPO = Path(__file__).resolve().parent.parent
 FAKE_NVML = REPO / "tests" / "fake_nvml"
-SCREENS = Path("/work/screens")
 WIDTHS = (390, 800, 1280)
 # A job that computes for 3 s and fails, with markup in its command line.
 FAILING = ("# " + "<b>x</b> " * 40 + "\nimport sys, time; t = time.time()\n"
@@ -51,14 +50,10 @@ def gpu_report(tmp_path_factory, turingwatch_command) -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    with playwright.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu"])
+    with chromium() as launched:
         yield launched
-        launched.close()
+
+
 
 
 def _open(browser, path: Path, width: int):
@@ -74,8 +69,7 @@ def _open(browser, path: Path, width: int):
 def _shoot(page, path: Path, name: str) -> None:
     shot = path.parent / f"{name}.png"
     page.screenshot(path=str(shot), full_page=True)
-    if SCREENS.is_dir():
-        shutil.copy(shot, SCREENS / shot.name)
+    keep_screenshot(shot)
 
 
 def _visible_swatch_colours(page) -> list[list[str]]:

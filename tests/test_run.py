@@ -322,6 +322,9 @@ def test_an_advised_finding_reads_as_its_sentence_and_request():
     ({"exit_code": None, "exit_signal": None, "time_limit_s": 60, "elapsed_s": 63.5}, "TIMEOUT"),
     ({"exit_code": 0, "time_limit_s": 60, "elapsed_s": 60.0}, "COMPLETED"),  # done just in time
     ({"exit_code": 143, "time_limit_s": 60, "elapsed_s": 60.2}, "TIMEOUT"),  # the shell's 128+15
+    # Slurm's timer killed it 19 s late, and a 0:0 from sacct raced the real status in
+    ({"exit_code": 0, "time_limit_s": 60, "elapsed_s": 79.0}, "TIMEOUT"),
+    ({"exit_code": 3, "time_limit_s": 60, "elapsed_s": 79.0}, "FAILED"),   # its own failure
     ({"exit_code": None, "exit_signal": 9, "mem_used_share": 0.5}, "FAILED"),
 ])
 def test_the_state_is_inferred_only_from_what_the_watcher_saw(fields, state):

@@ -2,14 +2,13 @@
 oidc-provider-mock in another. What only a browser checks: the session cookie's flags let it
 through the provider's cross-site redirect back (SameSite=Lax; site and provider are on
 different hosts, localhost and 127.0.0.1), and the error page renders under the site's CSP
-with nothing blocked. Screenshots go to tmp_path and /work/screens/webauth-*.png when that
+with nothing blocked. Screenshots go to tmp_path and $TURINGWATCH_SCREENSHOTS/webauth-*.png when that
 directory exists."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,14 +19,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.browser_helpers import chromium, keep_screenshot
 from tests.oidc_helpers import Provider, free_port, running_provider
 from tests.web_helpers import secret_file
 
 pytestmark = [pytest.mark.browser, pytest.mark.oidc]
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/lib/chromium/chromium"
-SCREENS = Path("/work/screens")
 
 
 @pytest.fixture(scope="module")
@@ -67,21 +65,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Provid
 
 @pytest.fixture()
 def page(tmp_path: Path) -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+    with chromium() as browser:
         context = browser.new_context(viewport={"width": 390, "height": 640})
         yield context.new_page()
-        browser.close()
 
 
 def shot(page: object, tmp_path: Path, name: str) -> None:
     path = tmp_path / f"webauth-{name}.png"
     page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
-    if SCREENS.is_dir():
-        shutil.copy(path, SCREENS / path.name)
+    keep_screenshot(path)
 
 
 def test_an_admin_logs_in_through_the_provider(site: tuple[str, Provider], page, tmp_path: Path) -> None:

@@ -1,25 +1,22 @@
 """The site in a real browser (Debian's Chromium through Playwright), served by waitress as
 `turingwatch web` serves it: log in (the trusted header), the pages fit 1280 and 390 px, the
 charts render, the letter's links lead to the site's pages, and nothing is refused by the CSP
-or logged as an error. Screenshots go to the test's tmp_path and /work/screens/ for review.
+or logged as an error. Screenshots go to the test's tmp_path and $TURINGWATCH_SCREENSHOTS for review.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 from pathlib import Path
 
 import pytest
 from web_helpers import build_site
 
+from tests.browser_helpers import chromium, keep_screenshot
 from webserver import create_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/lib/chromium/chromium"
-SCREENS = Path("/work/screens")
 PAGES = {  # screenshot name -> (path, user)
     "home": ("/", "alice"),
     "jobs": ("/jobs?sort=idle_core_hours", "carol"),
@@ -43,14 +40,10 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                              args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
+    with chromium() as launched:
+        yield launched
+
+
 
 
 def open_page(browser, width: int, user: str, dark: bool = False):
@@ -67,8 +60,7 @@ def open_page(browser, width: int, user: str, dark: bool = False):
 def shoot(page, tmp_path: Path, name: str) -> None:
     path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    if SCREENS.is_dir():
-        shutil.copy(path, SCREENS / path.name)
+    keep_screenshot(path)
 
 
 @pytest.mark.parametrize("width", [1280, 390])

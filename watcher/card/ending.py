@@ -30,9 +30,15 @@ def job_state(summary: dict[str, Any]) -> str | None:
     sig, code = summary.get("exit_signal"), summary.get("exit_code")
     limit, elapsed = summary.get("time_limit_s"), summary.get("elapsed_s") or 0.0
     at_limit = bool(limit) and elapsed >= limit - _LIMIT_SLACK_S
+    # Slurm enforces limits on a timer (tens of seconds late): a job still there well past its
+    # limit was stopped by it, whatever clean status raced its way to the watcher first (Slurm
+    # says 0:0 of a job it is still killing).
+    past_limit = bool(limit) and elapsed > limit + _LIMIT_SLACK_S
     # A batch shell reports its child's signal as 128 + N.
     killed = sig or (code - 128 if code is not None and 128 < code < 160 else None)
     if at_limit and (killed in (signal.SIGTERM, signal.SIGKILL) or (code is None and not sig)):
+        return "TIMEOUT"
+    if past_limit and not sig and not code:
         return "TIMEOUT"
     if code is None and not sig:
         return None
