@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser_helpers import chromium, keep_screenshot
+from tests.pty_helpers import read_until_closed
 from tests.test_analysis import GIB, T0, Cluster
 from watcher.store import Store
 
@@ -105,18 +106,9 @@ def run_in_a_terminal(*args: str, env: dict[str, str]) -> str:
     proc = subprocess.Popen([sys.executable, "-m", "watcher", *args], stdin=slave, stdout=slave,
                             stderr=slave, env=full)
     os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the child closed its side (EIO on Linux)
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    assert proc.wait(timeout=120) == 0, b"".join(chunks).decode(errors="replace")
-    return b"".join(chunks).decode().replace("\r\n", "\n")
+    shown = read_until_closed(master)
+    assert proc.wait(timeout=120) == 0, shown.decode(errors="replace")
+    return shown.decode().replace("\r\n", "\n")
 
 
 def test_jobs_in_a_terminal_screenshot(mixed_store, tmp_path):

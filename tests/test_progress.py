@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pty_helpers import read_until_closed
 from tests.test_analysis import Cluster
 from watcher.progress import ProgressBar, wanted
 from watcher.store import Store
@@ -90,17 +91,8 @@ def run_on(stderr_tty: bool, *args: str, env: dict[str, str]) -> tuple[int, str]
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=slave, env=full)
     os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the child closed its side (EIO on Linux)
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    return proc.wait(timeout=120), b"".join(chunks).decode(errors="replace")
+    shown = read_until_closed(master)
+    return proc.wait(timeout=120), shown.decode(errors="replace")
 
 
 @pytest.fixture(scope="module")
